@@ -1,0 +1,2 @@
+//! Key generation bench (filled in below).
+fn main() {}
