@@ -23,7 +23,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.field, self.message) }
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
     }
 }
 
@@ -47,7 +51,11 @@ pub(crate) struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Views `value` as an object at `path`; reports a problem and returns `None` if it is not one.
-    pub(crate) fn new(path: impl Into<String>, value: &'a Value, problems: &mut Problems) -> Option<Self> {
+    pub(crate) fn new(
+        path: impl Into<String>,
+        value: &'a Value,
+        problems: &mut Problems,
+    ) -> Option<Self> {
         let path = path.into();
         match value {
             Value::Object(map) => Some(Fields { path, map, known: Vec::new() }),
@@ -79,7 +87,11 @@ impl<'a> Fields<'a> {
         value.as_bool().or_else(|| self.wrong_type(key, "a boolean", value, problems))
     }
 
-    pub(crate) fn take_string(&mut self, key: &'static str, problems: &mut Problems) -> Option<String> {
+    pub(crate) fn take_string(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+    ) -> Option<String> {
         let value = self.take(key)?;
         match value {
             Value::String(s) => Some(s.clone()),
@@ -145,7 +157,11 @@ impl<'a> Fields<'a> {
     }
 
     /// A nested object as its own `Fields`.
-    pub(crate) fn take_object(&mut self, key: &'static str, problems: &mut Problems) -> Option<Fields<'a>> {
+    pub(crate) fn take_object(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+    ) -> Option<Fields<'a>> {
         let value = self.take(key)?;
         Fields::new(self.child(key), value, problems)
     }
@@ -249,7 +265,11 @@ mod tests {
         fields.finish(&mut problems);
         assert_eq!(problems.0.len(), 1);
         assert_eq!(problems.0[0].field, "enabeld");
-        assert!(problems.0[0].message.contains("did you mean `enabled`"), "{}", problems.0[0].message);
+        assert!(
+            problems.0[0].message.contains("did you mean `enabled`"),
+            "{}",
+            problems.0[0].message
+        );
     }
 
     #[test]
