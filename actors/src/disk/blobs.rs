@@ -1,0 +1,189 @@
+//! Blobs: content stored under the blake3 of its bytes.
+//!
+//! A blob that already exists is not rewritten but touched, so that gc's one-minute grace
+//! period covers it while the record that names it is being written.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::DiskStore;
+use crate::key_gen::{LARGE_FILE, hash_open_file};
+use crate::result::LogRef;
+use crate::{Digest, fsio};
+
+/// The outcome of reading a blob.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlobRead {
+    /// The verified content.
+    Found(Vec<u8>),
+    /// No such blob.
+    Missing,
+    /// The content did not hash to its name; the blob has been removed.
+    Corrupt,
+}
+
+/// Why copying a blob out failed.
+#[derive(Debug)]
+pub(super) enum CopyOut {
+    Missing,
+    Corrupt,
+    Io(io::Error),
+}
+
+impl DiskStore {
+    /// Whether a blob is stored.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        fs::symlink_metadata(self.layout.blob(digest)).is_ok()
+    }
+
+    /// Stores `bytes`, returning their digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<Digest> {
+        let digest = Digest::of(bytes);
+        let target = self.layout.blob(&digest);
+        if touch(&target) {
+            return Ok(digest);
+        }
+        fsio::write_atomic_via(&self.layout.tmp(), &target, bytes, self.settings.fsync)?;
+        self.journal.added(bytes.len() as u64);
+        Ok(digest)
+    }
+
+    /// Stores the content of the file at `path`, returning its digest and size. Large files are
+    /// hashed on the pool while the kernel copies them (`copy_file_range`, a reflink where the
+    /// filesystem can).
+    pub fn put_file(&self, path: &Path) -> io::Result<(Digest, u64)> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < LARGE_FILE {
+            let mut bytes = Vec::with_capacity(len as usize);
+            (&file).read_to_end(&mut bytes)?;
+            return Ok((self.put_bytes(&bytes)?, bytes.len() as u64));
+        }
+        let temp = fsio::temp_path(&self.layout.tmp(), "blob");
+        let (hashed, copied) = self
+            .pool
+            .install(|| rayon::join(|| hash_open_file(&file, len), || fs::copy(path, &temp)));
+        let published = hashed.and_then(|digest| {
+            if copied? != len {
+                return Err(io::Error::other(format!(
+                    "{} changed while it was stored",
+                    path.display()
+                )));
+            }
+            self.publish_temp(&temp, &digest, len).map(|()| (digest, len))
+        });
+        if published.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        published
+    }
+
+    fn publish_temp(&self, temp: &Path, digest: &Digest, len: u64) -> io::Result<()> {
+        let target = self.layout.blob(digest);
+        if touch(&target) {
+            return fs::remove_file(temp);
+        }
+        fs::set_permissions(temp, fs::Permissions::from_mode(0o644))?;
+        if self.settings.fsync {
+            File::open(temp)?.sync_all()?;
+        }
+        fsio::rename_creating_parent(temp, &target)?;
+        self.journal.added(len);
+        Ok(())
+    }
+
+    /// Reads and verifies a blob.
+    pub fn read_blob(&self, digest: &Digest) -> BlobRead {
+        let path = self.layout.blob(digest);
+        match fs::read(&path) {
+            Ok(bytes) if Digest::of(&bytes) == *digest => BlobRead::Found(bytes),
+            Ok(_) => {
+                self.remove_damaged(&path, "blob content does not match its digest");
+                BlobRead::Corrupt
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => BlobRead::Missing,
+            Err(error) => {
+                self.remove_damaged(&path, &format!("unreadable blob: {error}"));
+                BlobRead::Corrupt
+            }
+        }
+    }
+
+    /// Copies a blob into `out`, verifying its hash on the way. On `Corrupt` the blob has been
+    /// removed and `out` holds garbage the caller must discard.
+    pub(super) fn copy_blob(&self, digest: &Digest, out: &mut impl Write) -> Result<u64, CopyOut> {
+        let path = self.layout.blob(digest);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(CopyOut::Missing),
+            Err(error) => return Err(CopyOut::Io(error)),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let count = match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(CopyOut::Io(error)),
+            };
+            hasher.update(&buffer[..count]);
+            out.write_all(&buffer[..count]).map_err(CopyOut::Io)?;
+            total += count as u64;
+        }
+        if Digest::from(hasher.finalize()) != *digest {
+            self.remove_damaged(&path, "blob content does not match its digest");
+            return Err(CopyOut::Corrupt);
+        }
+        Ok(total)
+    }
+
+    /// A log as it goes into a record: inline when smaller than the inline threshold, else a
+    /// blob.
+    pub fn log_ref(&self, bytes: Vec<u8>) -> io::Result<LogRef> {
+        if (bytes.len() as u64) < self.settings.inline_threshold {
+            return Ok(LogRef::Inline(bytes));
+        }
+        let size = bytes.len() as u64;
+        Ok(LogRef::Blob { digest: self.put_bytes(&bytes)?, size })
+    }
+
+    /// A log captured to a file, as it goes into a record.
+    pub fn log_ref_from_file(&self, path: &Path) -> io::Result<LogRef> {
+        let size = fs::metadata(path)?.len();
+        if size < self.settings.inline_threshold {
+            return Ok(LogRef::Inline(fs::read(path)?));
+        }
+        let (digest, size) = self.put_file(path)?;
+        Ok(LogRef::Blob { digest, size })
+    }
+
+    /// A log's bytes, verified when it is a blob. `None` when its blob is missing or damaged
+    /// (verified before anything is shown, so a replay never prints half a log).
+    pub fn read_log(&self, log: &LogRef) -> Option<Vec<u8>> {
+        match log {
+            LogRef::Inline(bytes) => Some(bytes.clone()),
+            LogRef::Blob { digest, .. } => match self.read_blob(digest) {
+                BlobRead::Found(bytes) => Some(bytes),
+                BlobRead::Missing | BlobRead::Corrupt => None,
+            },
+        }
+    }
+}
+
+/// Marks an existing file as just written. `false` if it does not exist.
+fn touch(path: &Path) -> bool {
+    match File::open(path) {
+        Ok(file) => {
+            if let Err(error) = file.set_modified(SystemTime::now()) {
+                tracing::debug!(path = %path.display(), %error, "cannot touch an existing blob");
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,156 @@
+//! Collecting a task's outputs after it ran: the files, directories and symlinks its `outputs`
+//! globs match, relative to the project root.
+//!
+//! A literal output that is a directory stands for everything below it, and is recreated on
+//! restore even when empty. A literal output that does not exist is skipped (logged): a task may
+//! legitimately produce nothing.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::DiskStore;
+use crate::key_gen::{InputSpec, KeyError};
+use crate::result::{OutputFile, OutputSymlink};
+
+/// What a task's outputs globs matched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapturedOutputs {
+    /// Files: (path relative to the root, absolute path, executable).
+    pub files: Vec<(String, PathBuf, bool)>,
+    /// Directories, relative to the root.
+    pub dirs: Vec<String>,
+    /// Symlinks, relative to the root.
+    pub symlinks: Vec<OutputSymlink>,
+}
+
+/// Why outputs could not be collected.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A bad or escaping glob.
+    #[error(transparent)]
+    Pattern(#[from] KeyError),
+    /// Reading the tree failed.
+    #[error("cannot read output {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CapturedOutputs {
+    /// Collects the outputs of `task` matched by `patterns` (relative to `working_dir`, itself
+    /// relative to `root`).
+    pub fn collect(
+        root: &Path,
+        task: &str,
+        working_dir: &str,
+        patterns: &[String],
+    ) -> Result<Self, CaptureError> {
+        let spec = InputSpec::compile(task, working_dir, patterns, &[])?;
+        let mut captured = CapturedOutputs::default();
+        let mut literal_dirs = Vec::new();
+        for (_, path) in &spec.literals {
+            let absolute = root.join(path);
+            match fs::symlink_metadata(&absolute) {
+                Ok(metadata) if metadata.is_dir() => literal_dirs.push(path.clone()),
+                Ok(metadata) => captured.add(path.clone(), absolute, &metadata)?,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    tracing::debug!(task, output = %path, "declared output was not produced");
+                }
+                Err(source) => return Err(CaptureError::Io { path: absolute, source }),
+            }
+        }
+        let bases =
+            crate::key_gen::outermost(spec.bases.iter().chain(&literal_dirs).cloned().collect());
+        let walker = Walker { root, spec: &spec, literal_dirs: &literal_dirs };
+        for base in bases {
+            walker.walk(&base, &mut captured)?;
+        }
+        captured.files.sort_by(|a, b| a.0.cmp(&b.0));
+        captured.files.dedup_by(|a, b| a.0 == b.0);
+        captured.dirs.sort();
+        captured.dirs.dedup();
+        captured.symlinks.sort_by(|a, b| a.path.cmp(&b.path));
+        captured.symlinks.dedup_by(|a, b| a.path == b.path);
+        Ok(captured)
+    }
+
+    fn add(
+        &mut self,
+        path: String,
+        absolute: PathBuf,
+        metadata: &fs::Metadata,
+    ) -> Result<(), CaptureError> {
+        if metadata.file_type().is_symlink() {
+            let target = fs::read_link(&absolute)
+                .map_err(|source| CaptureError::Io { path: absolute, source })?;
+            self.symlinks
+                .push(OutputSymlink { path, target: target.to_string_lossy().into_owned() });
+        } else if metadata.is_file() {
+            self.files.push((path, absolute, metadata.permissions().mode() & 0o111 != 0));
+        }
+        Ok(())
+    }
+}
+
+struct Walker<'a> {
+    root: &'a Path,
+    spec: &'a InputSpec,
+    literal_dirs: &'a [String],
+}
+
+impl Walker<'_> {
+    fn in_literal_dir(&self, path: &str) -> bool {
+        self.literal_dirs.iter().any(|dir| path == dir || path.starts_with(&format!("{dir}/")))
+    }
+
+    fn walk(&self, dir: &str, captured: &mut CapturedOutputs) -> Result<(), CaptureError> {
+        let absolute = if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(dir) };
+        if self.in_literal_dir(dir) {
+            captured.dirs.push(dir.to_owned());
+        }
+        let entries = match fs::read_dir(&absolute) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(CaptureError::Io { path: absolute, source }),
+        };
+        for entry in entries {
+            let entry =
+                entry.map_err(|source| CaptureError::Io { path: absolute.clone(), source })?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+            let metadata = entry
+                .metadata()
+                .map_err(|source| CaptureError::Io { path: entry.path(), source })?;
+            if metadata.is_dir() {
+                self.walk(&path, captured)?;
+            } else if self.in_literal_dir(&path) || self.spec.include.is_match(&path) {
+                captured.add(path, entry.path(), &metadata)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DiskStore {
+    /// Stores every captured file as a blob (in parallel on the pool).
+    pub fn store_outputs(&self, captured: &CapturedOutputs) -> io::Result<Vec<OutputFile>> {
+        self.pool.install(|| {
+            captured
+                .files
+                .par_iter()
+                .map(|(path, absolute, executable)| {
+                    let (digest, size) = self.put_file(absolute)?;
+                    Ok(OutputFile { path: path.clone(), digest, size, executable: *executable })
+                })
+                .collect()
+        })
+    }
+}

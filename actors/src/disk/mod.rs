@@ -1,0 +1,246 @@
+//! The disk tier: a content-addressed store of blobs and a store of action records under the
+//! cache directory, shared safely by every process that points at it.
+//!
+//! - Writes publish by rename (temp file in `v1/tmp`, fsync, rename): readers in any process
+//!   see a whole file or none. Blobs go first, the record last, so a record never names a blob
+//!   that was not there when it was written.
+//! - Reads verify: a record's envelope checksum and its manifest's digest, and every blob's hash
+//!   as it is copied out. Anything that does not verify is removed, logged once, and reads as a
+//!   miss; a record whose blob has since been evicted reads as a miss too.
+//! - [`DiskStore`] is synchronous; the `DiskTier` actor runs it on blocking threads and is the
+//!   only writer of the cache directory.
+
+mod blobs;
+mod capture;
+mod gc;
+mod index;
+mod layout;
+mod restore;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use blobs::BlobRead;
+pub use capture::{CaptureError, CapturedOutputs};
+pub use gc::{ABANDONED, GRACE, GcReport, GcTarget};
+pub use layout::Layout;
+pub use restore::{RestoreError, RestoreReport};
+
+use crate::result::ActionResult;
+use crate::{Digest, envelope, fsio};
+
+const RECORD_MAGIC: [u8; 4] = *b"CUAR";
+const RECORD_VERSION: u16 = 1;
+
+/// Which records eviction removes first. (The user-facing spelling and parsing live with the
+/// configuration in the `cuenv` crate.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionPolicy {
+    /// Least recently read first.
+    #[default]
+    Lru,
+    /// Least often read first (ties: least recently read).
+    Lfu,
+    /// Oldest written first.
+    Fifo,
+    /// Largest first.
+    SizeBased,
+}
+
+/// How a disk store is set up.
+#[derive(Debug, Clone)]
+pub struct DiskSettings {
+    /// The cache directory.
+    pub cache_dir: PathBuf,
+    /// Eviction keeps the store at or under this many bytes.
+    pub max_size: u64,
+    /// Which records go first.
+    pub policy: EvictionPolicy,
+    /// fsync files before publishing them.
+    pub fsync: bool,
+    /// Logs smaller than this stay inline in the record.
+    pub inline_threshold: u64,
+}
+
+/// The outcome of reading a record.
+#[derive(Debug)]
+pub enum RecordLookup {
+    /// A verified record whose blobs are all present.
+    Hit(Box<ActionResult>),
+    /// No record, or one whose blobs are gone.
+    Miss,
+    /// A damaged record; it has been removed.
+    Corrupt {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The disk store of one cache directory.
+#[derive(Debug)]
+pub struct DiskStore {
+    layout: Layout,
+    settings: DiskSettings,
+    pool: Arc<rayon::ThreadPool>,
+    journal: index::Journal,
+    /// Paths already warned about, so each damaged file is logged once.
+    warned: Mutex<HashSet<PathBuf>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl DiskStore {
+    /// Opens (creating if needed) the store under `settings.cache_dir`. Hashing of large files
+    /// runs on `pool`.
+    pub fn open(settings: DiskSettings, pool: Arc<rayon::ThreadPool>) -> io::Result<Self> {
+        let layout = Layout::new(&settings.cache_dir);
+        for dir in [layout.cas(), layout.ac(), layout.tmp(), layout.locks(), layout.tasks()] {
+            fs::create_dir_all(&dir)?;
+        }
+        Ok(DiskStore {
+            layout,
+            settings,
+            pool,
+            journal: index::Journal::default(),
+            warned: Mutex::default(),
+        })
+    }
+
+    /// The paths of this store.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The settings it was opened with.
+    pub fn settings(&self) -> &DiskSettings {
+        &self.settings
+    }
+
+    /// Writes `result` as the record of `digest`. Every blob it names must already be stored.
+    pub fn put_record(&self, digest: &Digest, result: &ActionResult) -> io::Result<u64> {
+        if let Some((missing, _)) = result.blobs().find(|(blob, _)| !self.has_blob(blob)) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("blob {missing} of record {digest} is not stored"),
+            ));
+        }
+        let payload = postcard::to_allocvec(result).map_err(io::Error::other)?;
+        let sealed = envelope::seal(RECORD_MAGIC, RECORD_VERSION, &payload);
+        fsio::write_atomic_via(
+            &self.layout.tmp(),
+            &self.layout.record(digest),
+            &sealed,
+            self.settings.fsync,
+        )?;
+        let size = sealed.len() as u64;
+        self.journal.added(size);
+        self.journal.note(index::Event::Wrote {
+            digest: *digest,
+            at_ms: now_ms(),
+            record_size: size,
+            blobs: result.blobs().collect(),
+        });
+        Ok(size)
+    }
+
+    /// Reads and verifies the record of `digest`.
+    pub fn get_record(&self, digest: &Digest) -> RecordLookup {
+        let path = self.layout.record(digest);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return RecordLookup::Miss,
+            Err(error) => return self.corrupt(&path, format!("unreadable: {error}")),
+        };
+        let result = match decode_record(&bytes) {
+            Ok(result) => result,
+            Err(reason) => return self.corrupt(&path, reason),
+        };
+        if result.manifest.digest() != *digest {
+            return self
+                .corrupt(&path, "record is stored under another action's digest".to_owned());
+        }
+        if let Some((blob, _)) = result.blobs().find(|(blob, _)| !self.has_blob(blob)) {
+            tracing::debug!(record = %digest.short(), blob = %blob.short(), "record names an evicted blob; miss");
+            let _ = fs::remove_file(&path);
+            return RecordLookup::Miss;
+        }
+        self.journal.note(index::Event::Read { digest: *digest, at_ms: now_ms() });
+        RecordLookup::Hit(Box::new(result))
+    }
+
+    /// Removes a damaged file, warns once per path, and reports it.
+    fn corrupt(&self, path: &Path, reason: String) -> RecordLookup {
+        self.remove_damaged(path, &reason);
+        RecordLookup::Corrupt { reason }
+    }
+
+    fn remove_damaged(&self, path: &Path, reason: &str) {
+        let _ = fs::remove_file(path);
+        let first = self
+            .warned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(path.to_owned());
+        if first {
+            tracing::warn!(path = %path.display(), %reason, "removed a damaged cache entry; it reads as a miss");
+        }
+    }
+
+    /// Remembers `digest` as the last result stored for `task` of the project at `project_id`,
+    /// so `cache explain` can diff against it.
+    pub fn set_last(&self, project_id: &str, task: &str, digest: &Digest) -> io::Result<()> {
+        let path = self.last_path(project_id, task);
+        fsio::write_atomic_via(&self.layout.tmp(), &path, digest.to_hex().as_bytes(), false)
+    }
+
+    /// The last digest stored for `task` of the project at `project_id`.
+    pub fn last(&self, project_id: &str, task: &str) -> Option<Digest> {
+        fs::read_to_string(self.last_path(project_id, task)).ok()?.trim().parse().ok()
+    }
+
+    fn last_path(&self, project_id: &str, task: &str) -> PathBuf {
+        let name = Digest::of(format!("{project_id}\0{task}").as_bytes());
+        self.layout.tasks().join(&name.to_hex()[..32])
+    }
+
+    /// Appends this process's access and write events to the journal, folding the journal into
+    /// the index when it has grown large.
+    pub fn flush(&self) -> io::Result<()> {
+        let journal_size = self.journal.flush(&self.layout)?;
+        if journal_size > index::COMPACT_AT {
+            gc::compact(&self.layout)?;
+        }
+        Ok(())
+    }
+
+    /// Events not yet flushed.
+    pub fn pending_events(&self) -> usize {
+        self.journal.pending_len()
+    }
+
+    /// The approximate bytes stored, as of the last flush or gc of any process.
+    pub fn approximate_usage(&self) -> u64 {
+        index::read_usage(&self.layout)
+    }
+
+    /// Evicts by the configured policy until the store is at or under `target`.
+    pub fn gc(&self, target: GcTarget) -> io::Result<GcReport> {
+        self.flush()?;
+        gc::run(self, target)
+    }
+}
+
+fn decode_record(bytes: &[u8]) -> Result<ActionResult, String> {
+    let payload =
+        envelope::open(RECORD_MAGIC, RECORD_VERSION, bytes).map_err(|error| error.to_string())?;
+    postcard::from_bytes(payload).map_err(|error| format!("undecodable record: {error}"))
+}

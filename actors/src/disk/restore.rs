@@ -1,0 +1,226 @@
+//! Restoring a result's outputs into a project.
+//!
+//! Files are copied out of the CAS (never hard-linked: a task that edits its output in place
+//! would otherwise edit the store), verified on the way, and renamed into place, so each file
+//! appears whole or not at all. Paths from a record are checked before anything is written: no
+//! absolute paths, no `..`, and no existing symlink on the way that could lead outside the root.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, BufWriter};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::DiskStore;
+use super::blobs::CopyOut;
+use crate::fsio;
+use crate::result::{ActionResult, OutputFile};
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Files written.
+    pub files: usize,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Directories created or confirmed.
+    pub dirs: usize,
+    /// Symlinks written.
+    pub symlinks: usize,
+}
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The record names a path that is absolute, climbs with `..`, or runs through a symlink.
+    #[error("cached output {path:?} is not a safe path inside the project")]
+    Unsafe {
+        /// The path as recorded.
+        path: String,
+    },
+    /// An output's blob is missing or damaged (it has been removed).
+    #[error("cached output {path:?} is missing from the store or damaged")]
+    BlobGone {
+        /// The output's path.
+        path: String,
+    },
+    /// Writing into the project failed.
+    #[error("cannot restore {}: {source}", path.display())]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RestoreError {
+    /// Whether the cache entry is at fault (the caller should treat it as a miss and execute),
+    /// rather than the workspace.
+    pub fn is_cache_fault(&self) -> bool {
+        matches!(self, RestoreError::Unsafe { .. } | RestoreError::BlobGone { .. })
+    }
+}
+
+/// Whether `path` is a plain relative path: non-empty, no root, no `.`/`..`/empty components.
+pub(crate) fn is_safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+impl DiskStore {
+    /// Writes every output of `result` under `root`.
+    pub fn restore_outputs(
+        &self,
+        result: &ActionResult,
+        root: &Path,
+    ) -> Result<RestoreReport, RestoreError> {
+        let all_paths = result
+            .output_dirs
+            .iter()
+            .chain(result.output_files.iter().map(|file| &file.path))
+            .chain(result.output_symlinks.iter().map(|link| &link.path));
+        if let Some(bad) = all_paths.into_iter().find(|path| !is_safe_relative(path)) {
+            return Err(RestoreError::Unsafe { path: bad.clone() });
+        }
+        let dirs = SafeDirs { root, checked: Mutex::default() };
+        let mut report = RestoreReport::default();
+        for dir in &result.output_dirs {
+            dirs.ensure(dir)?;
+            report.dirs += 1;
+        }
+        let restore_one = |file: &OutputFile| self.restore_file(file, root, &dirs);
+        let bytes: Vec<u64> = if result.output_files.len() > 16 {
+            self.pool.install(|| {
+                result.output_files.par_iter().map(restore_one).collect::<Result<_, _>>()
+            })?
+        } else {
+            result.output_files.iter().map(restore_one).collect::<Result<_, _>>()?
+        };
+        report.files = bytes.len();
+        report.bytes = bytes.iter().sum();
+        for link in &result.output_symlinks {
+            let parent = dirs.ensure_parent(&link.path)?;
+            let target = root.join(&link.path);
+            let temp = fsio::temp_path(&parent, "link");
+            symlink(&link.target, &temp)
+                .and_then(|()| replace(&temp, &target))
+                .map_err(|source| RestoreError::Io { path: target.clone(), source })?;
+            report.symlinks += 1;
+        }
+        Ok(report)
+    }
+
+    fn restore_file(
+        &self,
+        file: &OutputFile,
+        root: &Path,
+        dirs: &SafeDirs<'_>,
+    ) -> Result<u64, RestoreError> {
+        let parent = dirs.ensure_parent(&file.path)?;
+        let target = root.join(&file.path);
+        let io_error = |source| RestoreError::Io { path: target.clone(), source };
+        let (temp_file, temp) = fsio::create_temp(&parent, "out").map_err(io_error)?;
+        let mut writer = BufWriter::with_capacity(256 * 1024, temp_file);
+        let copied = self.copy_blob(&file.digest, &mut writer);
+        let finished = copied.and_then(|bytes| {
+            let temp_file = writer.into_inner().map_err(|error| CopyOut::Io(error.into_error()))?;
+            let mode = if file.executable { 0o755 } else { 0o644 };
+            temp_file.set_permissions(fs::Permissions::from_mode(mode)).map_err(CopyOut::Io)?;
+            drop(temp_file);
+            replace(&temp, &target).map_err(CopyOut::Io)?;
+            Ok(bytes)
+        });
+        if finished.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        finished.map_err(|error| match error {
+            CopyOut::Missing | CopyOut::Corrupt => {
+                RestoreError::BlobGone { path: file.path.clone() }
+            }
+            CopyOut::Io(source) => RestoreError::Io { path: target, source },
+        })
+    }
+}
+
+/// Renames `temp` over `target`, first removing a directory that stands where the file goes
+/// (a stale output of another shape).
+fn replace(temp: &Path, target: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(metadata) if metadata.is_dir() => fs::remove_dir_all(target)?,
+        _ => {}
+    }
+    fs::rename(temp, target)
+}
+
+/// Directories confirmed to be real directories (not symlinks) inside the root.
+struct SafeDirs<'a> {
+    root: &'a Path,
+    /// A std mutex: restores run on rayon threads, never across an await.
+    checked: Mutex<HashSet<String>>,
+}
+
+impl SafeDirs<'_> {
+    /// Ensures the parent directory of `path` exists inside the root; returns it.
+    fn ensure_parent(&self, path: &str) -> Result<PathBuf, RestoreError> {
+        match path.rsplit_once('/') {
+            Some((parent, _)) => self.ensure(parent),
+            None => Ok(self.root.to_path_buf()),
+        }
+    }
+
+    /// Ensures `dir` (relative) exists as a real directory, creating what is missing and
+    /// replacing a stale file that stands in its way; a symlink on the way is unsafe.
+    fn ensure(&self, dir: &str) -> Result<PathBuf, RestoreError> {
+        let mut prefix = String::new();
+        for part in dir.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if self
+                .checked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .contains(&prefix)
+            {
+                continue;
+            }
+            let absolute = self.root.join(&prefix);
+            let io_error = |source| RestoreError::Io { path: absolute.clone(), source };
+            match fs::symlink_metadata(&absolute) {
+                Ok(metadata) if metadata.file_type().is_symlink() => {
+                    return Err(RestoreError::Unsafe { path: dir.to_owned() });
+                }
+                Ok(metadata) if metadata.is_dir() => {}
+                Ok(_) => {
+                    fs::remove_file(&absolute).map_err(io_error)?;
+                    create_dir(&absolute).map_err(io_error)?;
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    create_dir(&absolute).map_err(io_error)?
+                }
+                Err(error) => return Err(io_error(error)),
+            }
+            self.checked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(prefix.clone());
+        }
+        Ok(self.root.join(dir))
+    }
+}
+
+/// Creates a directory; one created meanwhile by a parallel restore is fine.
+fn create_dir(path: &Path) -> io::Result<()> {
+    match fs::create_dir(path) {
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,397 @@
+//! Input resolution: globs to a sorted list of hashed files, walked and hashed in parallel.
+//!
+//! Each glob is joined to the working directory, normalised, and split into a literal base
+//! directory and the glob itself. Only the bases are walked (never the whole project); every
+//! directory and every batch of files becomes a rayon task, so stat, read and hash spread over
+//! the pool. `.git` directories and the cache directory are never entered; symlinks are hashed
+//! as links and never followed.
+
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::KeyError;
+use super::hash::hash_open_file;
+use super::manifest::{InputFile, InputKind};
+use super::stat_cache::{FileStamp, StatCache};
+use crate::Digest;
+
+/// Files are handed to rayon in batches of this many, so a directory of 10,000 files still
+/// spreads over every thread.
+const BATCH: usize = 64;
+
+/// Compiled input patterns of one task.
+pub(crate) struct InputSpec {
+    pub(crate) include: GlobSet,
+    pub(crate) ignore: GlobSet,
+    /// Literal (glob-free) inputs: (pattern as written, path relative to the root).
+    pub(crate) literals: Vec<(String, String)>,
+    /// Directories to walk, relative to the root, none inside another.
+    pub(crate) bases: Vec<String>,
+}
+
+/// Counts of how each file's hash was obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashCounts {
+    /// Files read and hashed (symlinks, hashed as their target path, count in neither field).
+    pub hashed: u64,
+    /// Files whose hash came from the stat cache.
+    pub reused: u64,
+    /// Bytes read for hashing.
+    pub bytes_hashed: u64,
+}
+
+/// Joins `pattern` to `working_dir` and normalises `.` and `..` lexically. `None` if the result
+/// leaves the root or the pattern is absolute.
+pub(crate) fn join_normalised(working_dir: &str, pattern: &str) -> Option<String> {
+    if pattern.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in working_dir.split('/').chain(pattern.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn is_glob(text: &str) -> bool {
+    text.contains(['*', '?', '[', ']', '{', '}'])
+}
+
+fn glob(task: &str, pattern: &str, normalised: &str) -> Result<globset::Glob, KeyError> {
+    GlobBuilder::new(normalised).literal_separator(true).build().map_err(|error| {
+        KeyError::InvalidGlob {
+            task: task.to_owned(),
+            pattern: pattern.to_owned(),
+            message: error.kind().to_string(),
+        }
+    })
+}
+
+impl InputSpec {
+    /// Compiles the input and ignore globs of a task.
+    pub(crate) fn compile(
+        task: &str,
+        working_dir: &str,
+        inputs: &[String],
+        ignore: &[String],
+    ) -> Result<Self, KeyError> {
+        let mut include = GlobSetBuilder::new();
+        let mut literals = Vec::new();
+        let mut bases = Vec::new();
+        for pattern in inputs {
+            let normalised = join_normalised(working_dir, pattern).ok_or_else(|| {
+                KeyError::OutsideRoot { task: task.to_owned(), pattern: pattern.clone() }
+            })?;
+            if is_glob(&normalised) {
+                include.add(glob(task, pattern, &normalised)?);
+                bases.push(literal_base(&normalised));
+            } else {
+                literals.push((pattern.clone(), normalised));
+            }
+        }
+        let mut ignored = GlobSetBuilder::new();
+        for pattern in ignore {
+            let anywhere =
+                if pattern.contains('/') { pattern.clone() } else { format!("**/{pattern}") };
+            let normalised = join_normalised(working_dir, &anywhere).ok_or_else(|| {
+                KeyError::OutsideRoot { task: task.to_owned(), pattern: pattern.clone() }
+            })?;
+            ignored.add(glob(task, pattern, &normalised)?);
+        }
+        let build = |builder: GlobSetBuilder| {
+            builder.build().map_err(|error| KeyError::InvalidGlob {
+                task: task.to_owned(),
+                pattern: inputs.join(", "),
+                message: error.to_string(),
+            })
+        };
+        Ok(InputSpec { include: build(include)?, ignore: build(ignored)?, literals, bases })
+    }
+}
+
+/// The leading glob-free components of a normalised pattern.
+fn literal_base(pattern: &str) -> String {
+    let parts: Vec<&str> = pattern.split('/').take_while(|part| !is_glob(part)).collect();
+    // The last component, if it was literal, is a file name unless the glob continues below it.
+    let literal_count = parts.len().min(pattern.split('/').count() - 1);
+    parts[..literal_count].join("/")
+}
+
+/// Drops every base that lies inside another (a walk of the outer one covers it).
+pub(crate) fn outermost(mut bases: Vec<String>) -> Vec<String> {
+    bases.sort();
+    bases.dedup();
+    let mut kept: Vec<String> = Vec::new();
+    for base in bases {
+        let covered = kept.iter().any(|outer| {
+            outer.is_empty() || base == *outer || base.starts_with(&format!("{outer}/"))
+        });
+        if !covered {
+            kept.push(base);
+        }
+    }
+    kept
+}
+
+/// Everything a walk needs, shared by every rayon task of one key.
+pub(super) struct Walk<'a> {
+    pub(super) task: &'a str,
+    pub(super) root: &'a Path,
+    pub(super) skip_dirs: &'a [PathBuf],
+    pub(super) spec: &'a InputSpec,
+    pub(super) stat_cache: &'a StatCache,
+    pub(super) racy_window: Duration,
+    pub(super) now_ns: i64,
+}
+
+/// State shared by the rayon tasks of one walk.
+struct Shared {
+    collected: Mutex<Collected>,
+    /// Literal inputs that turned out to be directories.
+    literal_dirs: Vec<String>,
+}
+
+#[derive(Default)]
+struct Collected {
+    files: Vec<InputFile>,
+    fresh: Vec<(String, FileStamp, Digest)>,
+    counts: HashCounts,
+    error: Option<KeyError>,
+}
+
+impl Walk<'_> {
+    /// Resolves and hashes every input. Runs on the current rayon pool.
+    pub(super) fn run(&self) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
+        let mut shared = Shared { collected: Mutex::default(), literal_dirs: Vec::new() };
+        let mut bases = self.spec.bases.clone();
+        for (pattern, path) in &self.spec.literals {
+            let absolute = self.root.join(path);
+            let metadata = fs::symlink_metadata(&absolute).map_err(|error| match error.kind() {
+                std::io::ErrorKind::NotFound => {
+                    KeyError::MissingInput { task: self.task.to_owned(), pattern: pattern.clone() }
+                }
+                _ => KeyError::io(self.task, &absolute, error),
+            })?;
+            if metadata.is_dir() {
+                // A literal directory stands for every file below it.
+                bases.push(path.clone());
+                shared.literal_dirs.push(path.clone());
+            } else if !self.spec.ignore.is_match(path) {
+                let outcome = self.visit_file(path.clone(), &absolute, &metadata);
+                merge(&shared.collected, vec![outcome]);
+            }
+        }
+        let bases = outermost(bases);
+        rayon::scope(|scope| {
+            for base in &bases {
+                self.walk_dir(scope, &shared, base.clone());
+            }
+        });
+        let mut collected =
+            shared.collected.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(error) = collected.error.take() {
+            return Err(error);
+        }
+        self.stat_cache.record(std::mem::take(&mut collected.fresh), self.now_ns, self.racy_window);
+        let mut files = collected.files;
+        files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        files.dedup_by(|a, b| a.path == b.path);
+        Ok((files, collected.counts))
+    }
+
+    fn wanted(&self, shared: &Shared, path: &str) -> bool {
+        let in_literal_dir = shared.literal_dirs.iter().any(|dir| {
+            dir.is_empty()
+                || (path.starts_with(dir.as_str()) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+        });
+        (in_literal_dir || self.spec.include.is_match(path)) && !self.spec.ignore.is_match(path)
+    }
+
+    fn walk_dir<'s>(&'s self, scope: &rayon::Scope<'s>, shared: &'s Shared, dir: String) {
+        scope.spawn(move |scope| {
+            let absolute =
+                if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(&dir) };
+            let entries = match fs::read_dir(&absolute) {
+                Ok(entries) => entries,
+                // A glob's base that does not exist simply matches nothing.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+                Err(error) => {
+                    return fail(&shared.collected, KeyError::io(self.task, &absolute, error));
+                }
+            };
+            let mut batch = Vec::with_capacity(BATCH);
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(error) => {
+                        return fail(&shared.collected, KeyError::io(self.task, &absolute, error));
+                    }
+                };
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let path = if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") };
+                let file_type = match entry.file_type() {
+                    Ok(file_type) => file_type,
+                    Err(error) => {
+                        return fail(
+                            &shared.collected,
+                            KeyError::io(self.task, &entry.path(), error),
+                        );
+                    }
+                };
+                if file_type.is_dir() {
+                    if name != ".git" && !self.skip_dirs.iter().any(|skip| *skip == entry.path()) {
+                        self.walk_dir(scope, shared, path);
+                    }
+                } else if self.wanted(shared, &path) {
+                    batch.push((path, entry));
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        self.hash_batch(scope, &shared.collected, full);
+                    }
+                }
+            }
+            self.hash_batch(scope, &shared.collected, batch);
+        });
+    }
+
+    fn hash_batch<'s>(
+        &'s self,
+        scope: &rayon::Scope<'s>,
+        collected: &'s Mutex<Collected>,
+        batch: Vec<(String, fs::DirEntry)>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        scope.spawn(move |_| {
+            let outcomes = batch
+                .into_iter()
+                .map(|(path, entry)| match entry.metadata() {
+                    Ok(metadata) => self.visit_file(path, &entry.path(), &metadata),
+                    Err(error) => Err(KeyError::io(self.task, &entry.path(), error)),
+                })
+                .collect();
+            merge(collected, outcomes);
+        });
+    }
+
+    fn visit_file(
+        &self,
+        path: String,
+        absolute: &Path,
+        metadata: &fs::Metadata,
+    ) -> Result<Visited, KeyError> {
+        if metadata.file_type().is_symlink() {
+            let target = fs::read_link(absolute)
+                .map_err(|error| KeyError::io(self.task, absolute, error))?;
+            let bytes = target.as_os_str().as_bytes();
+            let file = InputFile {
+                path,
+                kind: InputKind::Symlink,
+                hash: Digest::of(bytes),
+                size: bytes.len() as u64,
+            };
+            return Ok(Visited { file, fresh: None, source: Source::Link });
+        }
+        let kind = if metadata.permissions().mode() & 0o111 != 0 {
+            InputKind::Executable
+        } else {
+            InputKind::File
+        };
+        let stamp = FileStamp::of(metadata);
+        if let Some(hash) = self.stat_cache.lookup(&path, &stamp) {
+            let file = InputFile { path, kind, hash, size: metadata.len() };
+            return Ok(Visited { file, fresh: None, source: Source::StatCache });
+        }
+        let opened =
+            File::open(absolute).map_err(|error| KeyError::io(self.task, absolute, error))?;
+        let hash = hash_open_file(&opened, metadata.len())
+            .map_err(|error| KeyError::io(self.task, absolute, error))?;
+        let fresh = Some((path.clone(), stamp, hash));
+        let file = InputFile { path, kind, hash, size: metadata.len() };
+        Ok(Visited { file, fresh, source: Source::Read(metadata.len()) })
+    }
+}
+
+struct Visited {
+    file: InputFile,
+    fresh: Option<(String, FileStamp, Digest)>,
+    source: Source,
+}
+
+/// Where a file's hash came from.
+enum Source {
+    /// Read and hashed this many bytes.
+    Read(u64),
+    /// Reused from the stat cache.
+    StatCache,
+    /// A symlink, hashed as its target path.
+    Link,
+}
+
+fn merge(collected: &Mutex<Collected>, outcomes: Vec<Result<Visited, KeyError>>) {
+    let mut collected = collected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for outcome in outcomes {
+        match outcome {
+            Ok(visited) => {
+                match visited.source {
+                    Source::Read(bytes) => {
+                        collected.counts.hashed += 1;
+                        collected.counts.bytes_hashed += bytes;
+                    }
+                    Source::StatCache => collected.counts.reused += 1,
+                    Source::Link => {}
+                }
+                collected.fresh.extend(visited.fresh);
+                collected.files.push(visited.file);
+            }
+            Err(error) => {
+                collected.error.get_or_insert(error);
+            }
+        }
+    }
+}
+
+fn fail(collected: &Mutex<Collected>, error: KeyError) {
+    let mut collected = collected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    collected.error.get_or_insert(error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalising_joins_and_rejects_escapes() {
+        assert_eq!(join_normalised("", "src/**/*.rs").as_deref(), Some("src/**/*.rs"));
+        assert_eq!(join_normalised("pkg/a", "./src/x").as_deref(), Some("pkg/a/src/x"));
+        assert_eq!(join_normalised("pkg/a", "../b/src").as_deref(), Some("pkg/b/src"));
+        assert_eq!(join_normalised("pkg", "../../x"), None);
+        assert_eq!(join_normalised("", "/etc/passwd"), None);
+    }
+
+    #[test]
+    fn bases_are_the_literal_prefix_and_nested_ones_collapse() {
+        assert_eq!(literal_base("src/**/*.rs"), "src");
+        assert_eq!(literal_base("*.rs"), "");
+        assert_eq!(literal_base("a/b/c*.txt"), "a/b");
+        assert_eq!(
+            outermost(vec!["a/b".into(), "a".into(), "ab".into(), "a/b/c".into()]),
+            ["a", "ab"]
+        );
+        assert_eq!(outermost(vec!["x".into(), String::new()]), [""]);
+    }
+}

@@ -1,0 +1,108 @@
+//! The key manifest: every component of an action key, kept so a miss can be explained later.
+//!
+//! The action digest is blake3 over a domain tag and the postcard encoding of the manifest.
+//! postcard's wire format is fixed for 1.x and the manifest holds only sorted maps and sorted
+//! lists, so equal manifests always encode to equal bytes. Changing the struct changes
+//! [`KEY_FORMAT_VERSION`], which is itself part of the encoding.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Digest;
+
+/// Bumped whenever the manifest's meaning or layout changes, so old keys can never collide with
+/// new ones.
+pub const KEY_FORMAT_VERSION: u32 = 1;
+
+const DIGEST_DOMAIN: &[u8] = b"cuenv action key\0";
+
+/// Every component that goes into an action digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyManifest {
+    /// [`KEY_FORMAT_VERSION`] at the time the key was made.
+    pub format: u32,
+    /// The task's name.
+    pub task: String,
+    /// The command or script text.
+    pub command: String,
+    /// Extra arguments appended to the command.
+    pub args: Vec<String>,
+    /// The working directory relative to the project root (`""` for the root), `/`-separated.
+    pub working_dir: String,
+    /// Filtered environment: name → blake3 of the value. Values are hashed so that a manifest
+    /// (stored on disk, sent to a remote) never carries a secret in clear.
+    pub env: BTreeMap<String, Digest>,
+    /// The input part: file hashes, or the user's `cacheKey`.
+    pub inputs: InputPart,
+    /// Declared output globs, as written.
+    pub outputs: Vec<String>,
+    /// The task's `customKeyComponents`.
+    pub custom: BTreeMap<String, String>,
+    /// Digests of the task's dependencies, by task name.
+    pub dependencies: BTreeMap<String, Digest>,
+    /// The cuenv version that made the key.
+    pub cuenv_version: String,
+    /// `os-arch` of the machine, e.g. `linux-x86_64`.
+    pub platform: String,
+}
+
+/// What stands for a task's inputs in its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputPart {
+    /// The hashed input files, sorted by path.
+    Files(Vec<InputFile>),
+    /// A user-given key that replaces the input files.
+    CacheKey(String),
+}
+
+/// One input file as it entered the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFile {
+    /// Path relative to the project root, `/`-separated.
+    pub path: String,
+    /// Regular, executable, or a symlink.
+    pub kind: InputKind,
+    /// blake3 of the content (of the link target path for a symlink).
+    pub hash: Digest,
+    /// Size in bytes (of the target path for a symlink).
+    pub size: u64,
+}
+
+/// The part of a file's mode that is part of its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// A regular file without any execute bit.
+    File,
+    /// A regular file with an execute bit.
+    Executable,
+    /// A symbolic link, hashed as its target path and never followed.
+    Symlink,
+}
+
+impl KeyManifest {
+    /// The action digest of this manifest.
+    pub fn digest(&self) -> Digest {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(DIGEST_DOMAIN);
+        // Serialising plain data (strings, integers, maps, vectors) into a Vec cannot fail.
+        let encoded = postcard::to_allocvec(self).unwrap_or_default();
+        hasher.update(&encoded);
+        hasher.finalize().into()
+    }
+
+    /// The input files, or an empty slice when a `cacheKey` replaced them.
+    pub fn input_files(&self) -> &[InputFile] {
+        match &self.inputs {
+            InputPart::Files(files) => files,
+            InputPart::CacheKey(_) => &[],
+        }
+    }
+}
+
+/// `os-arch` of this build.
+pub fn platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+}

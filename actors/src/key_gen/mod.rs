@@ -1,0 +1,238 @@
+//! Key generation: from a task to its action digest and key manifest.
+//!
+//! [`KeyEngine`] is the synchronous core. It owns a rayon pool (never the global one, so a
+//! host application's pool is left alone) and one stat cache per project. The `KeyGen` actor
+//! wraps it so a tokio worker never blocks on hashing.
+
+mod hash;
+mod inputs;
+mod manifest;
+mod request;
+mod stat_cache;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use hash::{LARGE_FILE, hash_open_file, hash_reader};
+pub use inputs::HashCounts;
+pub(crate) use inputs::{InputSpec, outermost};
+pub use manifest::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};
+pub use request::KeyRequest;
+pub use stat_cache::StatCache;
+
+use crate::Digest;
+
+/// Why a key could not be computed. Each variant names the task.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A literal (glob-free) input does not exist.
+    #[error("task \"{task}\": input \"{pattern}\" does not exist")]
+    MissingInput {
+        /// The task.
+        task: String,
+        /// The input as written.
+        pattern: String,
+    },
+    /// An input or ignore pattern is not a valid glob.
+    #[error("task \"{task}\": invalid glob \"{pattern}\": {message}")]
+    InvalidGlob {
+        /// The task.
+        task: String,
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A pattern is absolute or climbs out of the project root.
+    #[error("task \"{task}\": input \"{pattern}\" is outside the project root")]
+    OutsideRoot {
+        /// The task.
+        task: String,
+        /// The pattern as written.
+        pattern: String,
+    },
+    /// Reading an input failed.
+    #[error("task \"{task}\": cannot read input {}: {source}", path.display())]
+    Io {
+        /// The task.
+        task: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hashing pool could not be built.
+    #[error("cannot start the hashing thread pool: {0}")]
+    Pool(String),
+}
+
+impl KeyError {
+    fn io(task: &str, path: &Path, source: std::io::Error) -> Self {
+        KeyError::Io { task: task.to_owned(), path: path.to_owned(), source }
+    }
+}
+
+/// How the key engine is set up.
+#[derive(Debug, Clone)]
+pub struct KeyGenSettings {
+    /// Threads of the hashing pool; 0 means one per available core.
+    pub threads: usize,
+    /// Where stat caches are persisted (one file per project); `None` keeps them in memory only.
+    pub stat_cache_dir: Option<PathBuf>,
+    /// Directories never walked for inputs (the cache directory itself, if it sits inside a
+    /// project).
+    pub skip_dirs: Vec<PathBuf>,
+    /// A file changed less than this long before it was stat'ed is rehashed every time (see
+    /// the stat cache's racy rule). One second covers every common filesystem's timestamp
+    /// granularity.
+    pub racy_window: Duration,
+}
+
+impl Default for KeyGenSettings {
+    fn default() -> Self {
+        KeyGenSettings {
+            threads: 0,
+            stat_cache_dir: None,
+            skip_dirs: Vec::new(),
+            racy_window: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The library's own rayon pool: `threads` threads (0 = one per core), named `cuenv-hash-N`.
+pub fn hash_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>, rayon::ThreadPoolBuildError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|index| format!("cuenv-hash-{index}"))
+        .build()?;
+    Ok(Arc::new(pool))
+}
+
+/// A computed key.
+#[derive(Debug, Clone)]
+pub struct ActionKey {
+    /// The action digest.
+    pub digest: Digest,
+    /// Everything that went into it.
+    pub manifest: KeyManifest,
+    /// How the input hashes were obtained.
+    pub counts: HashCounts,
+}
+
+/// The synchronous key generator: a rayon pool plus per-project stat caches.
+#[derive(Debug)]
+pub struct KeyEngine {
+    pool: Arc<rayon::ThreadPool>,
+    settings: KeyGenSettings,
+    /// Stat caches by project root. A std mutex: it is held only to find or insert an `Arc`,
+    /// never while hashing.
+    stat_caches: Mutex<HashMap<PathBuf, Arc<StatCache>>>,
+}
+
+impl KeyEngine {
+    /// Builds the engine and its own pool of `settings.threads` threads.
+    pub fn new(settings: KeyGenSettings) -> Result<Self, KeyError> {
+        let pool =
+            hash_pool(settings.threads).map_err(|error| KeyError::Pool(error.to_string()))?;
+        Ok(Self::with_pool(settings, pool))
+    }
+
+    /// Builds the engine on an existing pool (the runtime shares one pool between hashing
+    /// inputs and storing outputs).
+    pub fn with_pool(settings: KeyGenSettings, pool: Arc<rayon::ThreadPool>) -> Self {
+        KeyEngine { pool, settings, stat_caches: Mutex::default() }
+    }
+
+    /// Computes the key of `request`. Blocks the calling thread while the pool hashes; call it
+    /// from a blocking context (the `KeyGen` actor does).
+    pub fn compute(&self, request: &KeyRequest) -> Result<ActionKey, KeyError> {
+        let (inputs, counts) = match &request.cache_key {
+            Some(key) => (InputPart::CacheKey(key.clone()), HashCounts::default()),
+            None => {
+                let (files, counts) = self.hash_inputs(request)?;
+                (InputPart::Files(files), counts)
+            }
+        };
+        let manifest = KeyManifest {
+            format: KEY_FORMAT_VERSION,
+            task: request.task_name.clone(),
+            command: request.command.clone(),
+            args: request.args.clone(),
+            working_dir: inputs::join_normalised("", &request.working_dir).unwrap_or_default(),
+            env: request
+                .env_filter
+                .filter(&request.env)
+                .into_iter()
+                .map(|(name, value)| (name, Digest::of(value.as_bytes())))
+                .collect(),
+            inputs,
+            outputs: request.outputs.clone(),
+            custom: request.custom.clone(),
+            dependencies: request.dependencies.clone(),
+            cuenv_version: env!("CARGO_PKG_VERSION").to_owned(),
+            platform: platform(),
+        };
+        Ok(ActionKey { digest: manifest.digest(), manifest, counts })
+    }
+
+    fn hash_inputs(&self, request: &KeyRequest) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
+        let task = request.task_name.as_str();
+        if inputs::join_normalised("", &request.working_dir).is_none() {
+            return Err(KeyError::OutsideRoot {
+                task: task.to_owned(),
+                pattern: request.working_dir.clone(),
+            });
+        }
+        let spec =
+            InputSpec::compile(task, &request.working_dir, &request.inputs, &request.ignore)?;
+        let stat_cache = self.stat_cache(&request.project_root);
+        let walk = inputs::Walk {
+            task,
+            root: &request.project_root,
+            skip_dirs: &self.settings.skip_dirs,
+            spec: &spec,
+            stat_cache: &stat_cache,
+            racy_window: self.settings.racy_window,
+            now_ns: stat_cache::now_ns(),
+        };
+        self.pool.install(|| walk.run())
+    }
+
+    /// The stat cache of a project, loaded on first use.
+    pub fn stat_cache(&self, project_root: &Path) -> Arc<StatCache> {
+        let mut caches = self.stat_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cache = caches.entry(project_root.to_owned()).or_insert_with(|| {
+            Arc::new(match &self.settings.stat_cache_dir {
+                Some(dir) => StatCache::load(stat_cache::file_for(dir, project_root)),
+                None => StatCache::in_memory(),
+            })
+        });
+        Arc::clone(cache)
+    }
+
+    /// Drops every stat cache held in memory (their files stay); the next key of each project
+    /// reloads its file.
+    pub fn forget_stat_caches(&self) {
+        self.stat_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+
+    /// Every stat cache that changed since the last call, as (file, bytes) to write.
+    pub fn take_stat_cache_snapshots(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let caches: Vec<Arc<StatCache>> = {
+            let caches = self.stat_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            caches.values().cloned().collect()
+        };
+        caches.iter().filter_map(|cache| cache.take_snapshot()).collect()
+    }
+
+    /// Runs `work` on the hashing pool (for other CPU-bound work such as hashing outputs).
+    pub fn install<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(work)
+    }
+}
+
+#[cfg(test)]
+mod tests;

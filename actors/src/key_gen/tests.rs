@@ -1,0 +1,358 @@
+//! Key generation tests: determinism, every input rule, the env filter and the stat cache.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::{EnvFilter, fsio};
+
+fn write(root: &Path, path: &str, content: &str) {
+    let path = root.join(path);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+fn engine() -> KeyEngine {
+    KeyEngine::new(KeyGenSettings { threads: 2, ..KeyGenSettings::default() }).unwrap()
+}
+
+fn sample_tree(root: &Path) {
+    write(root, "src/main.rs", "fn main() {}");
+    write(root, "src/lib/util.rs", "pub fn util() {}");
+    write(root, "src/notes.tmp", "scratch");
+    write(root, "README.md", "readme");
+    write(root, "tools/run.sh", "#!/bin/sh\necho hi\n");
+    fs::set_permissions(root.join("tools/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("main.rs", root.join("src/link.rs")).unwrap();
+}
+
+fn request(root: &Path) -> KeyRequest {
+    let mut request = KeyRequest::new(root, "build", "cargo build");
+    request.inputs = vec!["src/**/*.rs".into(), "README.md".into(), "tools/**".into()];
+    request
+}
+
+fn key(engine: &KeyEngine, request: &KeyRequest) -> ActionKey {
+    engine.compute(request).unwrap()
+}
+
+#[test]
+fn same_tree_in_two_directories_gives_the_same_key() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    sample_tree(a.path());
+    sample_tree(b.path());
+    let first = key(&engine(), &request(a.path()));
+    let again = key(&engine(), &request(a.path()));
+    let copy = key(&engine(), &request(b.path()));
+    assert_eq!(first.digest, again.digest);
+    assert_eq!(first.digest, copy.digest);
+    assert_eq!(first.manifest, copy.manifest);
+    let json = serde_json::to_string(&first.manifest).unwrap();
+    assert!(!json.contains(a.path().to_str().unwrap()), "absolute path leaked: {json}");
+    let paths: Vec<&str> = first.manifest.input_files().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["README.md", "src/lib/util.rs", "src/link.rs", "src/main.rs", "tools/run.sh"]
+    );
+    let kinds: Vec<InputKind> = first.manifest.input_files().iter().map(|f| f.kind).collect();
+    use InputKind::*;
+    assert_eq!(kinds, [File, File, Symlink, File, Executable]);
+}
+
+#[test]
+fn content_mode_and_link_changes_miss_and_reverting_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    sample_tree(root);
+    let engine = engine();
+    let base = key(&engine, &request(root)).digest;
+
+    write(root, "src/main.rs", "fn main() { changed() }");
+    assert_ne!(key(&engine, &request(root)).digest, base);
+    write(root, "src/main.rs", "fn main() {}");
+    assert_eq!(key(&engine, &request(root)).digest, base);
+
+    fs::set_permissions(root.join("tools/run.sh"), fs::Permissions::from_mode(0o644)).unwrap();
+    assert_ne!(key(&engine, &request(root)).digest, base);
+    fs::set_permissions(root.join("tools/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(key(&engine, &request(root)).digest, base);
+
+    fs::remove_file(root.join("src/link.rs")).unwrap();
+    symlink("lib/util.rs", root.join("src/link.rs")).unwrap();
+    assert_ne!(key(&engine, &request(root)).digest, base);
+}
+
+#[test]
+fn symlinks_are_hashed_as_links_not_followed() {
+    let (project, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(outside.path(), "secret.txt", "one");
+    symlink(outside.path().join("secret.txt"), project.path().join("data")).unwrap();
+    let mut request = KeyRequest::new(project.path(), "t", "cat data");
+    request.inputs = vec!["data".into()];
+    let engine = engine();
+    let before = key(&engine, &request);
+    write(outside.path(), "secret.txt", "two, longer");
+    let after = key(&engine, &request);
+    assert_eq!(before.digest, after.digest);
+    assert_eq!(after.manifest.input_files()[0].kind, InputKind::Symlink);
+}
+
+#[test]
+fn ignore_patterns_without_slash_match_at_any_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_tree(dir.path());
+    let mut request = request(dir.path());
+    request.inputs = vec!["src/**".into()];
+    let engine = engine();
+    let all = key(&engine, &request);
+    assert!(all.manifest.input_files().iter().any(|f| f.path == "src/notes.tmp"));
+    request.ignore = vec!["*.tmp".into(), "src/lib/**".into()];
+    let filtered = key(&engine, &request);
+    let paths: Vec<&str> =
+        filtered.manifest.input_files().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["src/link.rs", "src/main.rs"]);
+    write(dir.path(), "src/deep/more.tmp", "ignored too");
+    assert_eq!(key(&engine, &request).digest, filtered.digest);
+}
+
+#[test]
+fn literal_inputs_must_exist_and_globs_may_match_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_tree(dir.path());
+    let mut request = request(dir.path());
+    request.inputs = vec!["src/missing.rs".into()];
+    let error = engine().compute(&request).unwrap_err();
+    assert_eq!(error.to_string(), "task \"build\": input \"src/missing.rs\" does not exist");
+
+    request.inputs = vec!["nowhere/**/*.rs".into()];
+    assert!(key(&engine(), &request).manifest.input_files().is_empty());
+
+    request.inputs = vec!["../elsewhere/*".into()];
+    let error = engine().compute(&request).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "task \"build\": input \"../elsewhere/*\" is outside the project root"
+    );
+
+    request.inputs = vec!["src/[.rs".into()];
+    let error = engine().compute(&request).unwrap_err();
+    assert!(error.to_string().starts_with("task \"build\": invalid glob \"src/[.rs\""), "{error}");
+}
+
+#[test]
+fn literal_directories_stand_for_their_files_and_git_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_tree(dir.path());
+    write(dir.path(), ".git/HEAD", "ref: main");
+    write(dir.path(), "src/.git/config", "nested");
+    let mut request = request(dir.path());
+    request.inputs = vec!["src".into(), "*".into()];
+    let manifest = key(&engine(), &request).manifest;
+    let paths: Vec<&str> = manifest.input_files().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["README.md", "src/lib/util.rs", "src/link.rs", "src/main.rs", "src/notes.tmp"]
+    );
+}
+
+#[test]
+fn inputs_are_relative_to_the_working_dir_and_stored_relative_to_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "packages/a/src/index.js", "a");
+    write(dir.path(), "packages/shared/util.js", "s");
+    let mut request = KeyRequest::new(dir.path(), "a:build", "node build.js");
+    request.working_dir = "packages/a".into();
+    request.inputs = vec!["src/*.js".into(), "../shared/*.js".into()];
+    let manifest = key(&engine(), &request).manifest;
+    let paths: Vec<&str> = manifest.input_files().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["packages/a/src/index.js", "packages/shared/util.js"]);
+    assert_eq!(manifest.working_dir, "packages/a");
+}
+
+#[test]
+fn env_filter_decides_which_variables_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let mut request = KeyRequest::new(dir.path(), "t", "env");
+    request.env_filter = EnvFilter::new(&["PATH".into(), "NODE_*".into()], &["NODE_DEBUG".into()]);
+    request.env =
+        env(&[("PATH", "/bin"), ("NODE_ENV", "prod"), ("NODE_DEBUG", "1"), ("HOME", "/h")]);
+    let engine = engine();
+    let base = key(&engine, &request);
+    assert_eq!(base.manifest.env.keys().collect::<Vec<_>>(), ["NODE_ENV", "PATH"]);
+    assert_eq!(base.manifest.env["PATH"], Digest::of(b"/bin"));
+
+    // Excluded and unlisted variables do not matter; cuenv's own settings never do.
+    request.env.insert("NODE_DEBUG".into(), "2".into());
+    request.env.insert("HOME".into(), "/elsewhere".into());
+    request.env_filter =
+        EnvFilter::new(&["PATH".into(), "NODE_*".into(), "CUENV_*".into()], &["NODE_DEBUG".into()]);
+    request.env.insert("CUENV_CACHE_DIR".into(), "/tmp/other".into());
+    request.env.insert("CUENV_REMOTE_CACHE_URL".into(), "grpc://x:1".into());
+    assert_eq!(key(&engine, &request).digest, base.digest);
+
+    // An included variable does.
+    request.env.insert("NODE_ENV".into(), "dev".into());
+    assert_ne!(key(&engine, &request).digest, base.digest);
+    request.env.insert("NODE_ENV".into(), "prod".into());
+    request.env.insert("CUENV_PROFILE".into(), "ci".into());
+    assert_ne!(key(&engine, &request).digest, base.digest);
+}
+
+#[test]
+fn every_declared_component_changes_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_tree(dir.path());
+    let engine = engine();
+    let base = request(dir.path());
+    let base_digest = key(&engine, &base).digest;
+    type Change = Box<dyn Fn(&mut KeyRequest)>;
+    let variants: Vec<(&str, Change)> = vec![
+        ("task name", Box::new(|r| r.task_name = "other".into())),
+        ("command", Box::new(|r| r.command = "cargo build --release".into())),
+        ("args", Box::new(|r| r.args = vec!["--verbose".into()])),
+        ("outputs", Box::new(|r| r.outputs = vec!["dist/**".into()])),
+        (
+            "custom",
+            Box::new(|r| {
+                r.custom.insert("toolchain".into(), "1.95".into());
+            }),
+        ),
+        (
+            "dependency",
+            Box::new(|r| {
+                r.dependencies.insert("lint".into(), Digest::of(b"lint"));
+            }),
+        ),
+        ("cache key", Box::new(|r| r.cache_key = Some("v2".into()))),
+    ];
+    for (name, change) in variants {
+        let mut changed = base.clone();
+        change(&mut changed);
+        assert_ne!(key(&engine, &changed).digest, base_digest, "{name} did not change the key");
+    }
+}
+
+#[test]
+fn a_cache_key_replaces_the_input_files() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_tree(dir.path());
+    let mut request = request(dir.path());
+    request.cache_key = Some("release-1".into());
+    let engine = engine();
+    let before = key(&engine, &request);
+    write(dir.path(), "src/main.rs", "changed");
+    assert_eq!(key(&engine, &request).digest, before.digest);
+    assert_eq!(before.manifest.inputs, InputPart::CacheKey("release-1".into()));
+    assert_eq!(before.counts, HashCounts::default());
+}
+
+#[test]
+fn the_cache_dir_is_never_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_tree(dir.path());
+    write(dir.path(), ".cache/cas/ab/blob", "cached");
+    let settings =
+        KeyGenSettings { skip_dirs: vec![dir.path().join(".cache")], ..KeyGenSettings::default() };
+    let engine = KeyEngine::new(settings).unwrap();
+    let mut request = request(dir.path());
+    request.inputs = vec!["**".into()];
+    let manifest = key(&engine, &request).manifest;
+    assert!(manifest.input_files().iter().all(|f| !f.path.starts_with(".cache")));
+}
+
+#[test]
+fn settled_files_are_reused_from_the_stat_cache_across_engines() {
+    let (project, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    sample_tree(project.path());
+    let settings = KeyGenSettings {
+        stat_cache_dir: Some(cache.path().to_owned()),
+        racy_window: Duration::ZERO,
+        ..KeyGenSettings::default()
+    };
+    let first_engine = KeyEngine::new(settings.clone()).unwrap();
+    let first = key(&first_engine, &request(project.path()));
+    assert_eq!((first.counts.hashed, first.counts.reused), (4, 0));
+    let warm = key(&first_engine, &request(project.path()));
+    assert_eq!((warm.counts.hashed, warm.counts.reused), (0, 4));
+    for (file, bytes) in first_engine.take_stat_cache_snapshots() {
+        fsio::write_atomic(&file, &bytes, false).unwrap();
+    }
+    let second_engine = KeyEngine::new(settings).unwrap();
+    let reloaded = key(&second_engine, &request(project.path()));
+    assert_eq!((reloaded.counts.hashed, reloaded.counts.reused), (0, 4));
+    assert_eq!(reloaded.digest, first.digest);
+
+    write(project.path(), "src/main.rs", "fn main() { println!() }");
+    let changed = key(&second_engine, &request(project.path()));
+    assert_eq!((changed.counts.hashed, changed.counts.reused), (1, 3));
+}
+
+#[test]
+fn a_same_tick_rewrite_of_equal_size_is_never_missed() {
+    // Rewriting a file right after hashing it usually keeps its size, mtime and ctime (they
+    // advance in coarse ticks). Only the racy rule makes the second key see the new content.
+    let (project, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let settings = KeyGenSettings {
+        stat_cache_dir: Some(cache.path().to_owned()),
+        ..KeyGenSettings::default()
+    };
+    let engine = KeyEngine::new(settings.clone()).unwrap();
+    let mut request = KeyRequest::new(project.path(), "t", "cat f");
+    request.inputs = vec!["f".into()];
+    for round in 0..50 {
+        write(project.path(), "f", "aaaa");
+        let before = key(&engine, &request);
+        write(project.path(), "f", "bbbb");
+        let after = key(&engine, &request);
+        assert_ne!(before.digest, after.digest, "round {round}: rewrite missed");
+        assert_eq!(after.manifest.input_files()[0].hash, Digest::of(b"bbbb"));
+        // Also across a persisted and reloaded stat cache.
+        for (file, bytes) in engine.take_stat_cache_snapshots() {
+            fsio::write_atomic(&file, &bytes, false).unwrap();
+        }
+        write(project.path(), "f", "cccc");
+        let reloaded = key(&KeyEngine::new(settings.clone()).unwrap(), &request);
+        assert_eq!(reloaded.manifest.input_files()[0].hash, Digest::of(b"cccc"), "round {round}");
+    }
+}
+
+#[test]
+fn a_corrupt_stat_cache_is_set_aside_and_rebuilt() {
+    let (project, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    sample_tree(project.path());
+    let settings = KeyGenSettings {
+        stat_cache_dir: Some(cache.path().to_owned()),
+        racy_window: Duration::ZERO,
+        ..KeyGenSettings::default()
+    };
+    let engine = KeyEngine::new(settings.clone()).unwrap();
+    let expected = key(&engine, &request(project.path())).digest;
+    let (file, bytes) = engine.take_stat_cache_snapshots().pop().unwrap();
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    fs::write(&file, damaged).unwrap();
+    let fresh = KeyEngine::new(settings).unwrap();
+    let rebuilt = key(&fresh, &request(project.path()));
+    assert_eq!(rebuilt.digest, expected);
+    assert_eq!(rebuilt.counts.reused, 0);
+    assert!(file.with_extension("corrupt").exists());
+}
+
+#[test]
+fn large_inputs_hash_like_plain_blake3() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 77).map(|i: u32| (i % 253) as u8).collect();
+    fs::write(dir.path().join("big.bin"), &data).unwrap();
+    let mut request = KeyRequest::new(dir.path(), "t", "x");
+    request.inputs = vec!["big.bin".into()];
+    let manifest = key(&engine(), &request).manifest;
+    assert_eq!(manifest.input_files()[0].hash, Digest::of(&data));
+    assert_eq!(manifest.input_files()[0].size, data.len() as u64);
+}

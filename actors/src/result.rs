@@ -1,0 +1,100 @@
+//! What a cached result is made of: an exit code, the logs, the outputs and the key manifest.
+//!
+//! Paths are relative to the project root and `/`-separated, so a result restores into any
+//! copy of the project. Large contents are named by blob digest and live in the CAS; small logs
+//! are inline so that a replay needs no second read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Digest;
+use crate::key_gen::KeyManifest;
+
+/// The result of one execution of an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// The process's exit code.
+    pub exit_code: i32,
+    /// Captured standard output.
+    pub stdout: LogRef,
+    /// Captured standard error.
+    pub stderr: LogRef,
+    /// Output files, sorted by path.
+    pub output_files: Vec<OutputFile>,
+    /// Output directories (recreated even when empty), sorted.
+    pub output_dirs: Vec<String>,
+    /// Output symlinks, sorted by path.
+    pub output_symlinks: Vec<OutputSymlink>,
+    /// When the execution finished, in milliseconds since the Unix epoch.
+    pub executed_at_ms: u64,
+    /// How long the execution took: the time a hit saves.
+    pub duration_ms: u64,
+    /// The key manifest the result was stored under, kept to explain later misses.
+    pub manifest: KeyManifest,
+}
+
+/// A captured log: inline bytes, or a blob in the CAS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRef {
+    /// Small logs, kept in the record.
+    Inline(Vec<u8>),
+    /// Larger logs, stored as a blob.
+    Blob {
+        /// The blob's digest.
+        digest: Digest,
+        /// Its size in bytes.
+        size: u64,
+    },
+}
+
+impl LogRef {
+    /// An empty log.
+    pub const EMPTY: LogRef = LogRef::Inline(Vec::new());
+
+    /// The log's size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            LogRef::Inline(bytes) => bytes.len() as u64,
+            LogRef::Blob { size, .. } => *size,
+        }
+    }
+}
+
+/// One output file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the project root.
+    pub path: String,
+    /// The content's blob digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether any execute bit was set.
+    pub executable: bool,
+}
+
+/// One output symlink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSymlink {
+    /// Path of the link relative to the project root.
+    pub path: String,
+    /// The link's target, as stored in the link.
+    pub target: String,
+}
+
+impl ActionResult {
+    /// Every blob the result references, with its size: logs stored as blobs and output files.
+    pub fn blobs(&self) -> impl Iterator<Item = (Digest, u64)> + '_ {
+        let logs = [&self.stdout, &self.stderr].into_iter().filter_map(|log| match log {
+            LogRef::Blob { digest, size } => Some((*digest, *size)),
+            LogRef::Inline(_) => None,
+        });
+        logs.chain(self.output_files.iter().map(|file| (file.digest, file.size)))
+    }
+
+    /// Bytes of content the result stands for (logs and outputs); the weight of a memory-tier
+    /// entry and the size a task's `maxSize` limits.
+    pub fn content_size(&self) -> u64 {
+        let outputs: u64 = self.output_files.iter().map(|file| file.size).sum();
+        self.stdout.size() + self.stderr.size() + outputs
+    }
+}
