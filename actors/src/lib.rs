@@ -9,7 +9,9 @@ pub mod env_filter;
 pub mod envelope;
 pub mod fsio;
 pub mod key_gen;
+pub mod memory;
 pub mod result;
+pub mod stats;
 
 pub use digest::Digest;
 pub use env_filter::EnvFilter;

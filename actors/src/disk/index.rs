@@ -59,7 +59,7 @@ pub(super) type Index = HashMap<Digest, Entry>;
 #[derive(Debug, Default)]
 pub(super) struct Journal {
     /// A std mutex: pushed to and drained without awaiting.
-    pending: Mutex<Vec<Event>>,
+    pub(super) pending: Mutex<Vec<Event>>,
     /// Bytes this process added to the store since the last flush.
     bytes_added: AtomicU64,
 }

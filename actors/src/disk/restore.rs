@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::DiskStore;
 use super::blobs::CopyOut;
 use crate::fsio;
+use crate::memory::MemoryEntry;
 use crate::result::{ActionResult, OutputFile};
 
 /// What a restore wrote.
@@ -81,6 +82,17 @@ impl DiskStore {
         result: &ActionResult,
         root: &Path,
     ) -> Result<RestoreReport, RestoreError> {
+        self.restore_outputs_with(result, root, None)
+    }
+
+    /// Like [`DiskStore::restore_outputs`], taking the bytes of small blobs from a memory-tier
+    /// entry where it holds them (verified when they entered the memory tier).
+    pub fn restore_outputs_with(
+        &self,
+        result: &ActionResult,
+        root: &Path,
+        memory: Option<&MemoryEntry>,
+    ) -> Result<RestoreReport, RestoreError> {
         let all_paths = result
             .output_dirs
             .iter()
@@ -95,7 +107,7 @@ impl DiskStore {
             dirs.ensure(dir)?;
             report.dirs += 1;
         }
-        let restore_one = |file: &OutputFile| self.restore_file(file, root, &dirs);
+        let restore_one = |file: &OutputFile| self.restore_file(file, root, &dirs, memory);
         let bytes: Vec<u64> = if result.output_files.len() > 16 {
             self.pool.install(|| {
                 result.output_files.par_iter().map(restore_one).collect::<Result<_, _>>()
@@ -122,13 +134,19 @@ impl DiskStore {
         file: &OutputFile,
         root: &Path,
         dirs: &SafeDirs<'_>,
+        memory: Option<&MemoryEntry>,
     ) -> Result<u64, RestoreError> {
         let parent = dirs.ensure_parent(&file.path)?;
         let target = root.join(&file.path);
         let io_error = |source| RestoreError::Io { path: target.clone(), source };
         let (temp_file, temp) = fsio::create_temp(&parent, "out").map_err(io_error)?;
         let mut writer = BufWriter::with_capacity(256 * 1024, temp_file);
-        let copied = self.copy_blob(&file.digest, &mut writer);
+        let copied = match memory.and_then(|entry| entry.blob(&file.digest)) {
+            Some(bytes) => {
+                writer.write_all(bytes).map(|()| bytes.len() as u64).map_err(CopyOut::Io)
+            }
+            None => self.copy_blob(&file.digest, &mut writer),
+        };
         let finished = copied.and_then(|bytes| {
             let temp_file = writer.into_inner().map_err(|error| CopyOut::Io(error.into_error()))?;
             let mode = if file.executable { 0o755 } else { 0o644 };

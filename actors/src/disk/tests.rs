@@ -1,1 +1,414 @@
+//! Disk tier tests: round trips, restores, corruption, and eviction by each policy.
 
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::index::Event;
+use super::*;
+use crate::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, hash_pool};
+use crate::result::{LogRef, OutputFile, OutputSymlink};
+
+pub(crate) fn manifest(task: &str) -> KeyManifest {
+    KeyManifest {
+        format: KEY_FORMAT_VERSION,
+        task: task.to_owned(),
+        command: "true".to_owned(),
+        args: Vec::new(),
+        working_dir: String::new(),
+        env: BTreeMap::new(),
+        inputs: InputPart::Files(Vec::new()),
+        outputs: Vec::new(),
+        custom: BTreeMap::new(),
+        dependencies: BTreeMap::new(),
+        cuenv_version: "test".to_owned(),
+        platform: "test".to_owned(),
+    }
+}
+
+fn store_in(dir: &Path, max_size: u64, policy: EvictionPolicy) -> DiskStore {
+    let settings = DiskSettings {
+        cache_dir: dir.to_owned(),
+        max_size,
+        policy,
+        fsync: false,
+        inline_threshold: 64,
+    };
+    DiskStore::open(settings, hash_pool(2).unwrap()).unwrap()
+}
+
+fn store(dir: &Path) -> DiskStore {
+    store_in(dir, u64::MAX, EvictionPolicy::Lru)
+}
+
+/// Stores a result with one output file per `(path, content)` and returns its digest.
+fn put(store: &DiskStore, task: &str, outputs: &[(&str, &[u8])]) -> (Digest, ActionResult) {
+    let output_files = outputs
+        .iter()
+        .map(|(path, content)| OutputFile {
+            path: (*path).to_owned(),
+            digest: store.put_bytes(content).unwrap(),
+            size: content.len() as u64,
+            executable: false,
+        })
+        .collect();
+    let result = ActionResult {
+        exit_code: 0,
+        stdout: store.log_ref(format!("{task} says hi").into_bytes()).unwrap(),
+        stderr: LogRef::EMPTY,
+        output_files,
+        output_dirs: Vec::new(),
+        output_symlinks: Vec::new(),
+        executed_at_ms: now_ms(),
+        duration_ms: 1234,
+        manifest: manifest(task),
+    };
+    let digest = result.manifest.digest();
+    store.put_record(&digest, &result).unwrap();
+    (digest, result)
+}
+
+fn hit(store: &DiskStore, digest: &Digest) -> ActionResult {
+    match store.get_record(digest) {
+        RecordLookup::Hit(result) => *result,
+        other => panic!("expected a hit, got {other:?}"),
+    }
+}
+
+fn age_files(store: &DiskStore, by: Duration) {
+    let when = SystemTime::now() - by;
+    for dir in [store.layout().ac(), store.layout().cas()] {
+        for shard in fs::read_dir(dir).unwrap() {
+            for entry in fs::read_dir(shard.unwrap().path()).unwrap() {
+                File::open(entry.unwrap().path()).unwrap().set_modified(when).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn results_round_trip_and_survive_a_new_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (digest, result) = put(&store(dir.path()), "build", &[("dist/a.txt", b"alpha")]);
+    let reopened = store(dir.path());
+    assert_eq!(hit(&reopened, &digest), result);
+    assert!(matches!(reopened.get_record(&Digest::of(b"other")), RecordLookup::Miss));
+    assert_eq!(reopened.read_log(&result.stdout).unwrap(), b"build says hi");
+}
+
+#[test]
+fn logs_at_or_over_the_threshold_become_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    assert!(matches!(store.log_ref(vec![b'x'; 63]).unwrap(), LogRef::Inline(_)));
+    let big = store.log_ref(vec![b'x'; 64]).unwrap();
+    assert!(matches!(big, LogRef::Blob { size: 64, .. }));
+    assert_eq!(store.read_log(&big).unwrap(), vec![b'x'; 64]);
+}
+
+#[test]
+fn captured_outputs_restore_byte_identical_with_modes_links_and_dirs() {
+    let (project, copy, cache) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = project.path();
+    fs::create_dir_all(root.join("pkg/dist/empty")).unwrap();
+    fs::write(root.join("pkg/dist/app.js"), "console.log(1)").unwrap();
+    fs::write(root.join("pkg/dist/run"), "#!/bin/sh").unwrap();
+    fs::set_permissions(root.join("pkg/dist/run"), fs::Permissions::from_mode(0o755)).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+    fs::write(root.join("pkg/dist/big.bin"), &big).unwrap();
+    symlink("app.js", root.join("pkg/dist/latest.js")).unwrap();
+    fs::write(root.join("pkg/report.txt"), "r").unwrap();
+    fs::write(root.join("pkg/unrelated.txt"), "u").unwrap();
+
+    let store = store(cache.path());
+    let patterns = vec!["dist".to_owned(), "*.txt".to_owned(), "missing.log".to_owned()];
+    let mut captured = CapturedOutputs::collect(root, "build", "pkg", &patterns).unwrap();
+    captured.files.retain(|(path, _, _)| path != "pkg/unrelated.txt");
+    let output_files = store.store_outputs(&captured).unwrap();
+    let paths: Vec<&str> = output_files.iter().map(|file| file.path.as_str()).collect();
+    assert_eq!(paths, ["pkg/dist/app.js", "pkg/dist/big.bin", "pkg/dist/run", "pkg/report.txt"]);
+    assert_eq!(captured.dirs, ["pkg/dist", "pkg/dist/empty"]);
+    assert_eq!(
+        captured.symlinks,
+        [OutputSymlink { path: "pkg/dist/latest.js".into(), target: "app.js".into() }]
+    );
+
+    let mut result = ActionResult {
+        exit_code: 0,
+        stdout: LogRef::EMPTY,
+        stderr: LogRef::EMPTY,
+        output_files,
+        output_dirs: captured.dirs.clone(),
+        output_symlinks: captured.symlinks.clone(),
+        executed_at_ms: 0,
+        duration_ms: 0,
+        manifest: manifest("build"),
+    };
+    result.output_files.sort_by(|a, b| a.path.cmp(&b.path));
+    // A stale file where a directory goes, and a stale directory where a file goes.
+    fs::write(copy.path().join("pkg"), "stale").ok();
+    let report = store.restore_outputs(&result, copy.path()).unwrap();
+    assert_eq!((report.files, report.symlinks, report.dirs), (4, 1, 2));
+    for path in ["pkg/dist/app.js", "pkg/dist/big.bin", "pkg/dist/run", "pkg/report.txt"] {
+        assert_eq!(
+            fs::read(copy.path().join(path)).unwrap(),
+            fs::read(root.join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    let mode =
+        |path: &str| fs::metadata(copy.path().join(path)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode("pkg/dist/run"), mode("pkg/dist/app.js")), (0o755, 0o644));
+    assert_eq!(fs::read_link(copy.path().join("pkg/dist/latest.js")).unwrap(), Path::new("app.js"));
+    assert!(copy.path().join("pkg/dist/empty").is_dir());
+    // Restoring twice replaces what is there.
+    fs::write(copy.path().join("pkg/dist/app.js"), "edited in place").unwrap();
+    store.restore_outputs(&result, copy.path()).unwrap();
+    assert_eq!(fs::read(copy.path().join("pkg/dist/app.js")).unwrap(), b"console.log(1)");
+    // The restored file is a copy: editing it leaves the store intact.
+    assert_eq!(
+        store.read_blob(&result.output_files[0].digest),
+        BlobRead::Found(b"console.log(1)".to_vec())
+    );
+}
+
+#[test]
+fn unsafe_paths_in_a_record_are_refused_before_anything_is_written() {
+    let (cache, project, outside) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = store(cache.path());
+    let (_, mut result) = put(&store, "t", &[("ok.txt", b"ok")]);
+    for bad in ["../escape.txt", "/etc/cuenv-test", "a/./b", "a//b", ""] {
+        result.output_files[0].path = bad.to_owned();
+        let error = store.restore_outputs(&result, project.path()).unwrap_err();
+        assert!(
+            matches!(error, RestoreError::Unsafe { .. }) && error.is_cache_fault(),
+            "{bad}: {error}"
+        );
+    }
+    // A symlink already in the workspace must not lead a restore outside the root.
+    symlink(outside.path(), project.path().join("link")).unwrap();
+    result.output_files[0].path = "link/file.txt".to_owned();
+    let error = store.restore_outputs(&result, project.path()).unwrap_err();
+    assert!(matches!(error, RestoreError::Unsafe { .. }), "{error}");
+    assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
+    assert_eq!(fs::read_dir(project.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn damaged_blobs_records_and_truncations_read_as_misses_and_are_removed() {
+    let (cache, project) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = store(cache.path());
+    let (digest, result) = put(&store, "t", &[("out.txt", b"precious output")]);
+    let blob = store.layout().blob(&result.output_files[0].digest);
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[3] ^= 1;
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&blob, &bytes).unwrap();
+    let error = store.restore_outputs(&result, project.path()).unwrap_err();
+    assert!(matches!(error, RestoreError::BlobGone { .. }) && error.is_cache_fault(), "{error}");
+    assert!(!blob.exists(), "damaged blob must be removed");
+    assert!(!project.path().join("out.txt").exists(), "nothing half-restored");
+    // With its blob gone the record is a miss; a new write repairs it.
+    assert!(matches!(store.get_record(&digest), RecordLookup::Miss));
+    let (digest, _) = put(&store, "t", &[("out.txt", b"precious output")]);
+    store.restore_outputs(&hit(&store, &digest), project.path()).unwrap();
+
+    let record = store.layout().record(&digest);
+    let sealed = fs::read(&record).unwrap();
+    for damage in [
+        Damage::Flip(sealed.len() - 5),
+        Damage::Flip(2),
+        Damage::Truncate(sealed.len() / 2),
+        Damage::Truncate(3),
+    ] {
+        fs::write(&record, damage.apply(&sealed)).unwrap();
+        assert!(matches!(store.get_record(&digest), RecordLookup::Corrupt { .. }), "{damage:?}");
+        assert!(!record.exists());
+        put(&store, "t", &[("out.txt", b"precious output")]);
+        hit(&store, &digest);
+    }
+}
+
+#[derive(Debug)]
+enum Damage {
+    Flip(usize),
+    Truncate(usize),
+}
+
+impl Damage {
+    fn apply(&self, bytes: &[u8]) -> Vec<u8> {
+        match *self {
+            Damage::Flip(at) => {
+                let mut out = bytes.to_vec();
+                out[at] ^= 0x40;
+                out
+            }
+            Damage::Truncate(len) => bytes[..len].to_vec(),
+        }
+    }
+}
+
+#[test]
+fn a_record_stored_under_the_wrong_digest_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let (digest, _) = put(&store, "a", &[]);
+    let other = Digest::of(b"elsewhere");
+    fs::create_dir_all(store.layout().record(&other).parent().unwrap()).unwrap();
+    fs::copy(store.layout().record(&digest), store.layout().record(&other)).unwrap();
+    assert!(matches!(store.get_record(&other), RecordLookup::Corrupt { .. }));
+}
+
+/// Five records of 10 KiB each; returns them oldest first.
+fn five_records(store: &DiskStore) -> Vec<Digest> {
+    (0..5u8)
+        .map(|index| {
+            let content = vec![index; 10 * 1024 + usize::from(index) * 1024];
+            put(store, &format!("task{index}"), &[("out.bin", &content)]).0
+        })
+        .collect()
+}
+
+fn evicted_by(
+    policy: EvictionPolicy,
+    reads: &[(usize, u64)],
+    keep_bytes: u64,
+) -> (Vec<usize>, GcReport) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path(), u64::MAX, policy);
+    let digests = five_records(&store);
+    // Written one minute apart, then read at chosen times (ms offsets), oldest first.
+    let base = now_ms() - 3_600_000;
+    store.journal.pending.lock().unwrap().iter_mut().for_each(|event: &mut Event| {
+        if let Event::Wrote { digest, at_ms, .. } = event {
+            *at_ms = base + 60_000 * digests.iter().position(|d| d == digest).unwrap() as u64;
+        }
+    });
+    for (index, at) in reads {
+        store.journal.note(Event::Read { digest: digests[*index], at_ms: base + at });
+    }
+    age_files(&store, Duration::from_secs(600));
+    let total: u64 = store.gc(GcTarget { max_size: u64::MAX, max_age: None }).unwrap().size_after;
+    let report = store.gc(GcTarget { max_size: total - keep_bytes, max_age: None }).unwrap();
+    let order =
+        report.evicted.iter().map(|d| digests.iter().position(|x| x == d).unwrap()).collect();
+    assert!(report.size_after <= total - keep_bytes, "{report:?}");
+    for (index, digest) in digests.iter().enumerate() {
+        let evicted = report.evicted.contains(digest);
+        assert_eq!(
+            matches!(store.get_record(digest), RecordLookup::Hit(_)),
+            !evicted,
+            "record {index}"
+        );
+    }
+    (order, report)
+}
+
+#[test]
+fn each_policy_evicts_what_it_should_until_the_store_fits() {
+    // Need ~25 KiB freed: two or three records depending on their sizes.
+    let need = 25 * 1024;
+    // lru: 0 and 1 read recently, so 2, 3, 4 (never read, written in that order) go first.
+    let (order, _) = evicted_by(EvictionPolicy::Lru, &[(0, 900_000), (1, 950_000)], need);
+    assert_eq!(order, [2, 3]);
+    // lfu: 3 read three times, 4 twice, 0 once; 1 and 2 never, so they go first.
+    let reads =
+        [(3, 500_000), (3, 510_000), (3, 520_000), (4, 530_000), (4, 540_000), (0, 550_000)];
+    let (order, _) = evicted_by(EvictionPolicy::Lfu, &reads, need);
+    assert_eq!(order, [1, 2, 0]);
+    // fifo: oldest written first, reads do not matter.
+    let (order, _) = evicted_by(EvictionPolicy::Fifo, &[(0, 900_000)], need);
+    assert_eq!(order, [0, 1, 2]);
+    // size-based: largest first.
+    let (order, report) = evicted_by(EvictionPolicy::SizeBased, &[], need);
+    assert_eq!(order, [4, 3]);
+    assert_eq!(report.blobs_removed, 2);
+}
+
+#[test]
+fn gc_never_removes_what_was_written_in_the_last_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let digests = five_records(&store);
+    let report = store.gc(GcTarget { max_size: 0, max_age: None }).unwrap();
+    assert_eq!(report.records_evicted, 0);
+    assert!(digests.iter().all(|digest| matches!(store.get_record(digest), RecordLookup::Hit(_))));
+}
+
+#[test]
+fn gc_sweeps_abandoned_temps_and_orphans_and_honours_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let (digest, _) = put(&store, "t", &[("a", b"kept")]);
+    let orphan = store.put_bytes(b"nobody names me").unwrap();
+    let temp = store.layout().tmp().join(".x.1.2.3.cuenv-tmp");
+    fs::write(&temp, "half written").unwrap();
+    age_files(&store, Duration::from_secs(2 * 3600));
+    File::open(&temp)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
+    let report = store.gc(GcTarget { max_size: u64::MAX, max_age: None }).unwrap();
+    assert_eq!((report.temps_swept, report.blobs_removed, report.records_evicted), (1, 1, 0));
+    assert!(!store.has_blob(&orphan) && !temp.exists());
+    assert!(matches!(store.get_record(&digest), RecordLookup::Hit(_)));
+
+    // The read above counts as an access now; with max_age of an hour it stays.
+    store.flush().unwrap();
+    let report = store
+        .gc(GcTarget { max_size: u64::MAX, max_age: Some(Duration::from_secs(3600)) })
+        .unwrap();
+    assert_eq!(report.records_evicted, 0);
+    let report = store.gc(GcTarget { max_size: u64::MAX, max_age: Some(Duration::ZERO) }).unwrap();
+    assert_eq!(report.records_evicted, 1);
+}
+
+#[test]
+fn a_lost_or_corrupt_index_is_rebuilt_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let digests = five_records(&store);
+    store.gc(GcTarget { max_size: u64::MAX, max_age: None }).unwrap();
+    let index = store.layout().index();
+    let mut bytes = fs::read(&index).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&index, bytes).unwrap();
+    fs::write(store.layout().journal(), b"\xff\xff\xff\xffgarbage").unwrap();
+    age_files(&store, Duration::from_secs(600));
+    let report = store.gc(GcTarget { max_size: 0, max_age: None }).unwrap();
+    assert_eq!(report.records_evicted, 5, "{report:?}");
+    assert_eq!(report.size_after, 0);
+    assert!(digests.iter().all(|digest| matches!(store.get_record(digest), RecordLookup::Miss)));
+}
+
+#[test]
+fn the_usage_file_tracks_new_bytes_across_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    put(&store, "t", &[("a", &[1u8; 5000])]);
+    store.flush().unwrap();
+    let usage = store.approximate_usage();
+    assert!(usage >= 5000, "{usage}");
+    // The same blob again adds only the record.
+    put(&store, "u", &[("a", &[1u8; 5000])]);
+    store.flush().unwrap();
+    assert!(store.approximate_usage() - usage < 1000);
+    let exact = store.gc(GcTarget { max_size: u64::MAX, max_age: None }).unwrap().size_after;
+    assert_eq!(store.approximate_usage(), exact);
+}
+
+#[test]
+fn last_digest_per_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let digest = Digest::of(b"x");
+    assert_eq!(store.last("/proj", "build"), None);
+    store.set_last("/proj", "build", &digest).unwrap();
+    assert_eq!(store.last("/proj", "build"), Some(digest));
+    assert_eq!(store.last("/other", "build"), None);
+}
