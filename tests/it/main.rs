@@ -1,4 +1,6 @@
 //! cuenv's integration tests: one binary, a module per behaviour.
 
 mod config;
+mod remote;
+mod support;
 mod task_file;

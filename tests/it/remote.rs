@@ -1,0 +1,1 @@
+//! Remote cache tests against a real BuildGrid server.
