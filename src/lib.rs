@@ -5,7 +5,18 @@
 //! statistics) live in the `cuenv-actors` crate; this crate owns everything user-facing.
 
 pub mod config;
+mod error;
 mod fields;
+pub mod gate;
+mod key;
+pub mod manager;
+pub mod single_flight;
+mod sync;
 pub mod task;
 
+pub use cuenv_actors::result::{ActionResult, Log, TaskOutput};
+pub use cuenv_actors::{Digest, stats::Counters};
+pub use error::Error;
 pub use fields::Problem;
+pub use key::{TaskInvocation, key_request};
+pub use manager::{EnhancedCacheManager, Execution, Source, Tier};

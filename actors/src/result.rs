@@ -4,6 +4,9 @@
 //! copy of the project. Large contents are named by blob digest and live in the CAS; small logs
 //! are inline so that a replay needs no second read.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Digest;
@@ -30,6 +33,8 @@ pub struct ActionResult {
     pub duration_ms: u64,
     /// The key manifest the result was stored under, kept to explain later misses.
     pub manifest: KeyManifest,
+    /// Free-form facts a caller attached (the legacy API keeps its output hashes here).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A captured log: inline bytes, or a blob in the CAS.
@@ -96,5 +101,37 @@ impl ActionResult {
     pub fn content_size(&self) -> u64 {
         let outputs: u64 = self.output_files.iter().map(|file| file.size).sum();
         self.stdout.size() + self.stderr.size() + outputs
+    }
+}
+
+/// A log as an execution produced it: in memory, or captured to a file (so a large log never
+/// has to be held in memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Log {
+    /// The bytes.
+    Bytes(Vec<u8>),
+    /// A file holding the bytes; it is read, not moved or removed.
+    File(PathBuf),
+}
+
+/// What an execution hands back to the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutput {
+    /// The process's exit code.
+    pub exit_code: i32,
+    /// Its standard output.
+    pub stdout: Log,
+    /// Its standard error.
+    pub stderr: Log,
+}
+
+impl TaskOutput {
+    /// An output with the given exit code and in-memory logs.
+    pub fn new(exit_code: i32, stdout: impl Into<Vec<u8>>, stderr: impl Into<Vec<u8>>) -> Self {
+        TaskOutput {
+            exit_code,
+            stdout: Log::Bytes(stdout.into()),
+            stderr: Log::Bytes(stderr.into()),
+        }
     }
 }

@@ -10,11 +10,13 @@
 //! - [`DiskStore`] is synchronous; the `DiskTier` actor runs it on blocking threads and is the
 //!   only writer of the cache directory.
 
+mod actor;
 mod blobs;
 mod capture;
 mod gc;
 mod index;
 mod layout;
+mod lock;
 mod restore;
 #[cfg(test)]
 mod tests;
@@ -26,10 +28,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use actor::{DiskHandle, DiskLookup, StoreOutcome, StoreRequest};
 pub use blobs::BlobRead;
 pub use capture::{CaptureError, CapturedOutputs};
 pub use gc::{ABANDONED, GRACE, GcReport, GcTarget};
 pub use layout::Layout;
+pub use lock::DigestLock;
 pub use restore::{RestoreError, RestoreReport};
 
 use crate::result::ActionResult;

@@ -64,6 +64,7 @@ fn put(store: &DiskStore, task: &str, outputs: &[(&str, &[u8])]) -> (Digest, Act
         executed_at_ms: now_ms(),
         duration_ms: 1234,
         manifest: manifest(task),
+        metadata: BTreeMap::new(),
     };
     let digest = result.manifest.digest();
     store.put_record(&digest, &result).unwrap();
@@ -146,6 +147,7 @@ fn captured_outputs_restore_byte_identical_with_modes_links_and_dirs() {
         executed_at_ms: 0,
         duration_ms: 0,
         manifest: manifest("build"),
+        metadata: BTreeMap::new(),
     };
     result.output_files.sort_by(|a, b| a.path.cmp(&b.path));
     // A stale file where a directory goes, and a stale directory where a file goes.

@@ -4,6 +4,7 @@
 //! host application's pool is left alone) and one stat cache per project. The `KeyGen` actor
 //! wraps it so a tokio worker never blocks on hashing.
 
+mod actor;
 mod hash;
 mod inputs;
 mod manifest;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use actor::KeyGenHandle;
 pub use hash::{LARGE_FILE, hash_open_file, hash_reader};
 pub use inputs::HashCounts;
 pub(crate) use inputs::{InputSpec, outermost};
@@ -226,6 +228,11 @@ impl KeyEngine {
             caches.values().cloned().collect()
         };
         caches.iter().filter_map(|cache| cache.take_snapshot()).collect()
+    }
+
+    /// Runs `work` on the hashing pool without waiting for it.
+    pub fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+        self.pool.spawn(work);
     }
 
     /// Runs `work` on the hashing pool (for other CPU-bound work such as hashing outputs).

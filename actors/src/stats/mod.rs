@@ -6,6 +6,8 @@
 //! window are pruned. A damaged bucket is set aside with one warning and counting restarts; it
 //! never fails a run.
 
+mod actor;
+
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::fsio;
+
+pub use actor::StatsHandle;
 
 /// The counters of one process or one day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

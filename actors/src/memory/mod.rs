@@ -4,12 +4,16 @@
 //! Architecture Invariant: the memory tier does no I/O. It is filled by whoever read the disk or
 //! the remote (a disk hit fills it), weighed by bytes, and bounded by `capacity`.
 
+mod actor;
+
 use std::sync::Arc;
 
 use moka::future::Cache;
 
 use crate::Digest;
 use crate::result::{ActionResult, LogRef};
+
+pub use actor::MemoryHandle;
 
 /// Blobs up to this size travel with their result in the memory tier.
 pub const SMALL_BLOB: u64 = 64 * 1024;

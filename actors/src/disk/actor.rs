@@ -1,0 +1,479 @@
+//! The `DiskTier` actor: owns the [`DiskStore`] and runs each request on a blocking thread, so
+//! no tokio worker ever waits on the filesystem.
+//!
+//! Architecture Invariant: every write into the cache directory (blobs, records, the journal,
+//! statistics buckets, stat caches, lock files) is made by a job this actor spawned. Background
+//! eviction and the periodic journal flush are its jobs too, joined at shutdown.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::lock::{self, DigestLock};
+use super::{
+    CapturedOutputs, DiskStore, GcReport, GcTarget, RecordLookup, RestoreError, RestoreReport,
+};
+use crate::actor::call;
+use crate::error::{ActorGone, Error};
+use crate::key_gen::KeyManifest;
+use crate::memory::{MemoryEntry, SMALL_BLOB};
+use crate::result::{ActionResult, Log, LogRef};
+use crate::stats::{Counters, StatsStore};
+use crate::{Digest, fsio};
+
+const NAME: &str = "disk tier";
+/// Results whose small blobs together exceed this are held in memory without their blobs.
+const MEMORY_BLOBS_BUDGET: u64 = 1 << 20;
+
+/// A cloneable handle to the disk-tier actor.
+#[derive(Debug, Clone)]
+pub struct DiskHandle {
+    /// The actor's bounded mailbox; replies come back on oneshot channels, so no cycle forms.
+    mailbox: mpsc::Sender<DiskMessage>,
+    /// The store, for reads that need no actor (log replay of a result already in hand).
+    store: Arc<DiskStore>,
+}
+
+/// A result to store, as an execution left it.
+#[derive(Debug)]
+pub struct StoreRequest {
+    /// The action digest.
+    pub digest: Digest,
+    /// Its manifest (outputs and working directory are read from it).
+    pub manifest: KeyManifest,
+    /// The project root outputs are collected from.
+    pub project_root: PathBuf,
+    /// The exit code.
+    pub exit_code: i32,
+    /// Standard output.
+    pub stdout: Log,
+    /// Standard error.
+    pub stderr: Log,
+    /// When it finished (ms since the epoch).
+    pub executed_at_ms: u64,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// The task's `maxSize`: larger results are not stored.
+    pub max_size: Option<u64>,
+    /// Facts to keep with the result.
+    pub metadata: BTreeMap<String, String>,
+    /// `(project id, task)` to remember this digest under, for `cache explain`.
+    pub remember_as: Option<(String, String)>,
+}
+
+/// The outcome of a disk lookup.
+#[derive(Debug)]
+pub enum DiskLookup {
+    /// A verified record, with the bytes of its small blobs.
+    Hit(Arc<MemoryEntry>),
+    /// Nothing usable.
+    Miss,
+    /// A damaged record, now removed.
+    Corrupt {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// What became of a store request.
+#[derive(Debug)]
+pub enum StoreOutcome {
+    /// Stored; the result and its memory-tier entry.
+    Stored {
+        /// The entry (result plus small blobs).
+        entry: Arc<MemoryEntry>,
+        /// Bytes the record and its blobs take.
+        bytes: u64,
+    },
+    /// Larger than the task's `maxSize`; nothing stored.
+    TooLarge {
+        /// The result's size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+enum DiskMessage {
+    Lookup {
+        digest: Digest,
+        reply: oneshot::Sender<DiskLookup>,
+    },
+    Store {
+        request: Box<StoreRequest>,
+        reply: oneshot::Sender<Result<StoreOutcome, Error>>,
+    },
+    Import {
+        digest: Digest,
+        blobs: Vec<Vec<u8>>,
+        result: Box<ActionResult>,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Restore {
+        entry: Arc<MemoryEntry>,
+        root: PathBuf,
+        reply: oneshot::Sender<Result<RestoreReport, RestoreError>>,
+    },
+    Lock {
+        digest: Digest,
+        timeout: Duration,
+        reply: oneshot::Sender<io::Result<Option<DigestLock>>>,
+    },
+    Gc {
+        target: GcTarget,
+        reply: oneshot::Sender<io::Result<GcReport>>,
+    },
+    WriteFiles {
+        files: Vec<(PathBuf, Vec<u8>)>,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    MergeStats {
+        day: String,
+        delta: Counters,
+        oldest_kept: String,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Last {
+        project_id: String,
+        task: String,
+        reply: oneshot::Sender<Option<Digest>>,
+    },
+    Flush {
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct DiskActor {
+    store: Arc<DiskStore>,
+    inbox: mpsc::Receiver<DiskMessage>,
+    /// Blocking jobs in flight; joined before the actor exits.
+    jobs: JoinSet<()>,
+    /// Whether a background gc job is running.
+    gc_running: bool,
+    /// Bytes stored, as last known (usage file at start, then gc reports and our stores).
+    usage: u64,
+    flush_every: Duration,
+}
+
+impl DiskHandle {
+    /// Starts the actor over `store` on the current tokio runtime.
+    pub fn spawn(
+        store: DiskStore,
+        flush_every: Duration,
+        mailbox_size: usize,
+    ) -> (Self, JoinHandle<()>) {
+        let store = Arc::new(store);
+        let (mailbox, inbox) = mpsc::channel(mailbox_size);
+        let usage = store.approximate_usage();
+        let actor = DiskActor {
+            store: Arc::clone(&store),
+            inbox,
+            jobs: JoinSet::new(),
+            gc_running: false,
+            usage,
+            flush_every,
+        };
+        (DiskHandle { mailbox, store }, tokio::spawn(actor.run()))
+    }
+
+    /// The store (read-only uses: its layout, log replay).
+    pub fn store(&self) -> &Arc<DiskStore> {
+        &self.store
+    }
+
+    /// Reads the record of `digest`; a hit comes as a memory-tier entry.
+    pub async fn lookup(&self, digest: Digest) -> Result<DiskLookup, ActorGone> {
+        call(&self.mailbox, NAME, |reply| DiskMessage::Lookup { digest, reply }).await
+    }
+
+    /// Collects outputs, stores blobs, then the record.
+    pub async fn store_result(&self, request: StoreRequest) -> Result<StoreOutcome, Error> {
+        let request = Box::new(request);
+        call(&self.mailbox, NAME, |reply| DiskMessage::Store { request, reply }).await?
+    }
+
+    /// Stores blobs fetched from elsewhere (the remote), then `result` as the record of `digest`.
+    pub async fn import(
+        &self,
+        digest: Digest,
+        blobs: Vec<Vec<u8>>,
+        result: ActionResult,
+    ) -> Result<(), Error> {
+        let result = Box::new(result);
+        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Import { digest, blobs, result, reply })
+            .await??)
+    }
+
+    /// Restores the outputs of `entry` under `root`.
+    pub async fn restore(
+        &self,
+        entry: Arc<MemoryEntry>,
+        root: PathBuf,
+    ) -> Result<RestoreReport, Error> {
+        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Restore { entry, root, reply }).await??)
+    }
+
+    /// Takes the cross-process lock of `digest`, waiting up to `timeout`.
+    pub async fn lock(
+        &self,
+        digest: Digest,
+        timeout: Duration,
+    ) -> Result<Option<DigestLock>, Error> {
+        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Lock { digest, timeout, reply })
+            .await??)
+    }
+
+    /// Evicts to `target`.
+    pub async fn gc(&self, target: GcTarget) -> Result<GcReport, Error> {
+        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Gc { target, reply }).await??)
+    }
+
+    /// Writes whole files atomically (stat caches).
+    pub async fn write_files(&self, files: Vec<(PathBuf, Vec<u8>)>) -> Result<(), Error> {
+        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::WriteFiles { files, reply }).await??)
+    }
+
+    /// Adds `delta` to the statistics bucket of `day` and prunes buckets before `oldest_kept`.
+    pub async fn merge_stats(
+        &self,
+        day: String,
+        delta: Counters,
+        oldest_kept: String,
+    ) -> Result<io::Result<()>, ActorGone> {
+        call(&self.mailbox, NAME, |reply| DiskMessage::MergeStats {
+            day,
+            delta,
+            oldest_kept,
+            reply,
+        })
+        .await
+    }
+
+    /// The last digest stored for a task.
+    pub async fn last(
+        &self,
+        project_id: String,
+        task: String,
+    ) -> Result<Option<Digest>, ActorGone> {
+        call(&self.mailbox, NAME, |reply| DiskMessage::Last { project_id, task, reply }).await
+    }
+
+    /// Appends pending index events to the journal.
+    pub async fn flush(&self) -> Result<(), Error> {
+        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Flush { reply }).await??)
+    }
+
+    /// Whether the actor has stopped.
+    pub fn is_gone(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+
+    /// Finishes queued and running jobs, flushes the journal, and stops.
+    pub async fn shutdown(&self) -> Result<(), ActorGone> {
+        call(&self.mailbox, NAME, |reply| DiskMessage::Shutdown { reply }).await
+    }
+}
+
+impl DiskActor {
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.flush_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let shutdown_reply = loop {
+            tokio::select! {
+                message = self.inbox.recv() => match message {
+                    Some(DiskMessage::Shutdown { reply }) => break Some(reply),
+                    Some(message) => self.handle(message),
+                    None => break None,
+                },
+                Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
+                _ = ticker.tick() => self.spawn_flush(),
+            }
+        };
+        // Stop accepting, then finish everything accepted.
+        self.inbox.close();
+        while let Some(message) = self.inbox.recv().await {
+            match message {
+                DiskMessage::Shutdown { reply } => {
+                    let _ = reply.send(());
+                }
+                message => self.handle(message),
+            }
+        }
+        while self.jobs.join_next().await.is_some() {}
+        let store = Arc::clone(&self.store);
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store.flush()).await {
+            tracing::warn!(%error, "cannot flush the cache index journal");
+        }
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    fn spawn_job(&mut self, job: impl FnOnce(&DiskStore) + Send + 'static) {
+        let store = Arc::clone(&self.store);
+        self.jobs.spawn_blocking(move || job(&store));
+    }
+
+    fn spawn_flush(&mut self) {
+        if self.store.pending_events() > 0 {
+            self.spawn_job(|store| {
+                if let Err(error) = store.flush() {
+                    tracing::warn!(%error, "cannot flush the cache index journal");
+                }
+            });
+        }
+    }
+
+    fn handle(&mut self, message: DiskMessage) {
+        match message {
+            DiskMessage::Lookup { digest, reply } => self.spawn_job(move |store| {
+                let _ = reply.send(lookup(store, &digest));
+            }),
+            DiskMessage::Store { request, reply } => {
+                let estimate = self.store.settings().max_size;
+                self.spawn_job(move |store| {
+                    let _ = reply.send(store_result(store, *request));
+                });
+                self.maybe_evict(estimate);
+            }
+            DiskMessage::Import { digest, blobs, result, reply } => self.spawn_job(move |store| {
+                let imported = blobs.iter().try_for_each(|blob| store.put_bytes(blob).map(drop));
+                let _ = reply
+                    .send(imported.and_then(|()| store.put_record(&digest, &result).map(drop)));
+            }),
+            DiskMessage::Restore { entry, root, reply } => self.spawn_job(move |store| {
+                let _ = reply.send(store.restore_outputs_with(&entry.result, &root, Some(&entry)));
+            }),
+            DiskMessage::Lock { digest, timeout, reply } => self.spawn_job(move |store| {
+                let _ = reply.send(lock::acquire(store.layout(), &digest, timeout));
+            }),
+            DiskMessage::Gc { target, reply } => self.spawn_job(move |store| {
+                let _ = reply.send(store.gc(target));
+            }),
+            DiskMessage::WriteFiles { files, reply } => self.spawn_job(move |store| {
+                let written = files.iter().try_for_each(|(path, bytes)| {
+                    fsio::write_atomic_via(&store.layout().tmp(), path, bytes, false)
+                });
+                let _ = reply.send(written);
+            }),
+            DiskMessage::MergeStats { day, delta, oldest_kept, reply } => {
+                self.spawn_job(move |store| {
+                    let stats = StatsStore::new(store.layout().stats());
+                    let merged = stats.merge(&day, &delta);
+                    stats.prune_before(&oldest_kept);
+                    let _ = reply.send(merged);
+                })
+            }
+            DiskMessage::Last { project_id, task, reply } => {
+                let _ = reply.send(self.store.last(&project_id, &task));
+            }
+            DiskMessage::Flush { reply } => self.spawn_job(move |store| {
+                let _ = reply.send(store.flush());
+            }),
+            DiskMessage::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Starts a background gc when the store has grown past its limit (one at a time).
+    fn maybe_evict(&mut self, max_size: u64) {
+        self.usage = self.store.approximate_usage().max(self.usage);
+        if self.gc_running || self.usage <= max_size {
+            return;
+        }
+        self.gc_running = true;
+        self.spawn_job(move |store| {
+            match store.gc(GcTarget { max_size: max_size / 10 * 9, max_age: None }) {
+                Ok(report) => tracing::debug!(?report, "background eviction"),
+                Err(error) => tracing::warn!(%error, "background eviction failed"),
+            }
+        });
+    }
+}
+
+/// Reads a record; a hit comes as a memory entry holding its small blobs.
+fn lookup(store: &DiskStore, digest: &Digest) -> DiskLookup {
+    match store.get_record(digest) {
+        RecordLookup::Hit(result) => DiskLookup::Hit(memory_entry(store, *result)),
+        RecordLookup::Miss => DiskLookup::Miss,
+        RecordLookup::Corrupt { reason } => DiskLookup::Corrupt { reason },
+    }
+}
+
+/// A memory entry for `result` with the verified bytes of its small blobs, within a budget.
+fn memory_entry(store: &DiskStore, result: ActionResult) -> Arc<MemoryEntry> {
+    let result = Arc::new(result);
+    let mut entry = MemoryEntry::new(Arc::clone(&result));
+    let mut budget = MEMORY_BLOBS_BUDGET;
+    for (digest, size) in result.blobs() {
+        if size > SMALL_BLOB || size > budget || entry.blob(&digest).is_some() {
+            continue;
+        }
+        if let super::BlobRead::Found(bytes) = store.read_blob(&digest) {
+            budget -= size;
+            entry.blobs.push((digest, bytes.into()));
+        }
+    }
+    Arc::new(entry)
+}
+
+fn store_result(store: &DiskStore, request: StoreRequest) -> Result<StoreOutcome, Error> {
+    let manifest = &request.manifest;
+    let captured = CapturedOutputs::collect(
+        &request.project_root,
+        &manifest.task,
+        &manifest.working_dir,
+        &manifest.outputs,
+    )?;
+    let log_size = |log: &Log| match log {
+        Log::Bytes(bytes) => bytes.len() as u64,
+        Log::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+    };
+    let outputs_size: u64 = captured
+        .files
+        .iter()
+        .filter_map(|(_, path, _)| std::fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum();
+    let size = outputs_size + log_size(&request.stdout) + log_size(&request.stderr);
+    if let Some(limit) = request.max_size.filter(|limit| size > *limit) {
+        return Ok(StoreOutcome::TooLarge { size, limit });
+    }
+    let output_files = store.store_outputs(&captured)?;
+    let log = |log: Log| -> io::Result<LogRef> {
+        match log {
+            Log::Bytes(bytes) => store.log_ref(bytes),
+            Log::File(path) => store.log_ref_from_file(&path),
+        }
+    };
+    let result = ActionResult {
+        exit_code: request.exit_code,
+        stdout: log(request.stdout)?,
+        stderr: log(request.stderr)?,
+        output_files,
+        output_dirs: captured.dirs,
+        output_symlinks: captured.symlinks,
+        executed_at_ms: request.executed_at_ms,
+        duration_ms: request.duration_ms,
+        manifest: request.manifest,
+        metadata: request.metadata,
+    };
+    let record_size = store.put_record(&request.digest, &result)?;
+    if let Some((project_id, task)) = &request.remember_as
+        && let Err(error) = store.set_last(project_id, task, &request.digest)
+    {
+        tracing::debug!(%error, "cannot remember the last digest of a task");
+    }
+    let bytes = record_size + result.content_size();
+    Ok(StoreOutcome::Stored { entry: memory_entry(store, result), bytes })
+}

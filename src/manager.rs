@@ -1,0 +1,554 @@
+//! The cache manager: wraps a task's execution as a single-flight cached request.
+//!
+//! `execute` computes the task's key (KeyGen), looks it up (memory, then disk, back-filling
+//! memory), and on a hit restores the outputs and returns the recorded result. On a miss,
+//! concurrent calls with the same digest share one execution: the leader's execution runs in its
+//! own task (dropping a caller cancels nothing), takes the digest's cross-process lock, looks
+//! again (another process may have just stored it), executes, and stores outputs, logs and
+//! record before it releases the lock and publishes to the waiters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cuenv_actors::disk::{DiskLookup, DiskSettings, StoreOutcome, StoreRequest, now_ms};
+use cuenv_actors::key_gen::{KeyGenSettings, KeyManifest};
+use cuenv_actors::memory::MemoryEntry;
+use cuenv_actors::result::{ActionResult, TaskOutput};
+use cuenv_actors::stats::Counters;
+use cuenv_actors::{Digest, Runtime, RuntimeSettings};
+use tokio::task::JoinSet;
+
+use crate::config::{CacheFeatureFlags, CacheMode, GlobalCacheConfig, process_env};
+use crate::error::Error;
+use crate::gate::WorkGate;
+use crate::key::{TaskInvocation, key_request};
+use crate::single_flight::{Join, SingleFlight};
+use crate::task::TaskConfig;
+use std::sync::{Arc, Mutex};
+
+/// How long a process waits for another process executing the same action before it executes
+/// itself, when the task sets no `cacheConfig.timeout`.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// Which tier served a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The in-process memory tier.
+    Memory,
+    /// The local disk store.
+    Disk,
+    /// The remote cache.
+    Remote,
+}
+
+/// Where an execution's result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Executed by this call.
+    Executed,
+    /// Replayed from the cache.
+    Hit(Tier),
+    /// Executed by a concurrent call in this process with the same digest.
+    Shared,
+    /// Caching is off for this task; executed without a key.
+    Uncached,
+}
+
+/// What a call produced.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The task.
+    pub task: String,
+    /// The action digest (none when uncached).
+    pub digest: Option<Digest>,
+    /// The exit code (executed or recorded).
+    pub exit_code: i32,
+    /// Where the result came from.
+    pub source: Source,
+    /// How long the execution took (the recorded one, for hits).
+    pub duration_ms: u64,
+    /// The stored or replayed result with its small blobs.
+    pub entry: Option<Arc<MemoryEntry>>,
+    /// Whether this call stored a new result.
+    pub stored: bool,
+    /// The project root the outputs were written under.
+    pub project_root: PathBuf,
+}
+
+type Flown = Result<Execution, Error>;
+
+struct Inner {
+    config: GlobalCacheConfig,
+    flags: CacheFeatureFlags,
+    runtime: Runtime,
+    /// Executions in flight in this process, by digest.
+    flights: SingleFlight<Digest, Flown>,
+    /// Admits calls until shutdown; shutdown waits for everything admitted.
+    gate: WorkGate,
+    /// Leader tasks; joined at shutdown. A std mutex: only held to spawn or reap.
+    leaders: Mutex<JoinSet<()>>,
+    /// The process-private store when persistent storage is off; removed on drop.
+    _private_dir: Option<tempfile::TempDir>,
+}
+
+/// The cache manager. Cheap to clone; every clone shares one runtime.
+#[derive(Clone)]
+pub struct EnhancedCacheManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EnhancedCacheManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnhancedCacheManager")
+            .field("cache_dir", &self.inner.config.cache_dir)
+            .finish()
+    }
+}
+
+impl EnhancedCacheManager {
+    /// Starts a manager on the current tokio runtime, with the feature flags of the process env.
+    pub async fn new(config: GlobalCacheConfig) -> Result<Self, Error> {
+        let flags = CacheFeatureFlags::from_env(&process_env())?;
+        Self::new_with_flags(config, flags).await
+    }
+
+    /// Starts a manager with explicit feature flags: enhanced caching off means legacy
+    /// behaviour (every task executes, nothing is cached); persistent storage off keeps the
+    /// store in a process-private directory removed at drop.
+    pub async fn new_with_flags(
+        config: GlobalCacheConfig,
+        flags: CacheFeatureFlags,
+    ) -> Result<Self, Error> {
+        let private_dir = if flags.persistent_storage_enabled {
+            None
+        } else {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("cuenv-cache-")
+                    .tempdir()
+                    .map_err(cuenv_actors::Error::Io)?,
+            )
+        };
+        let cache_dir = private_dir
+            .as_ref()
+            .map_or_else(|| config.cache_dir.clone(), |dir| dir.path().to_owned());
+        let runtime = Runtime::start(runtime_settings(&config, &flags, cache_dir))?;
+        let inner = Inner {
+            config,
+            flags,
+            runtime,
+            flights: SingleFlight::new(),
+            gate: WorkGate::default(),
+            leaders: Mutex::new(JoinSet::new()),
+            _private_dir: private_dir,
+        };
+        Ok(EnhancedCacheManager { inner: Arc::new(inner) })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GlobalCacheConfig {
+        &self.inner.config
+    }
+
+    /// The runtime (its actors' handles).
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// Whether `task` is cached at all: the enhanced cache is on, the config enables caching,
+    /// its mode is not `off`, and the task does not say `cache = false`.
+    pub fn is_caching_enabled(&self, task: &TaskConfig) -> bool {
+        self.inner.flags.enhanced_cache_enabled
+            && self.inner.config.enabled
+            && self.inner.config.default_mode != CacheMode::Off
+            && task.cache
+    }
+
+    /// The mode `task` runs in: `off` when caching is disabled for it, else the configured mode.
+    pub fn get_task_cache_mode(&self, task: &TaskConfig) -> CacheMode {
+        if self.is_caching_enabled(task) { self.inner.config.default_mode } else { CacheMode::Off }
+    }
+
+    /// Runs `execute_fn` for `task_config` with the cache, as the seed API has it: the project
+    /// root is `working_dir`; no arguments and no dependencies.
+    pub async fn execute_task_with_cache<F, Fut, E>(
+        &self,
+        task_name: &str,
+        task_config: &TaskConfig,
+        working_dir: &Path,
+        env_vars: &HashMap<String, String>,
+        execute_fn: F,
+    ) -> Result<Execution, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<TaskOutput, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let env: BTreeMap<String, String> =
+            env_vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let dependencies = BTreeMap::new();
+        let invocation = TaskInvocation {
+            task_name,
+            task: task_config,
+            project_root: working_dir,
+            env: &env,
+            args: &[],
+            dependencies: &dependencies,
+        };
+        self.execute(invocation, execute_fn).await
+    }
+
+    /// Runs `execute_fn` for `invocation` with the cache (see the module docs).
+    pub async fn execute<F, Fut, E>(
+        &self,
+        invocation: TaskInvocation<'_>,
+        execute_fn: F,
+    ) -> Result<Execution, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<TaskOutput, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let pass = self.inner.gate.enter().ok_or(Error::ShuttingDown)?;
+        let task = invocation.task_name.to_owned();
+        let mode = self.get_task_cache_mode(invocation.task);
+        if mode == CacheMode::Off {
+            return self.run_uncached(task, invocation.project_root, execute_fn).await;
+        }
+        let key = self
+            .inner
+            .runtime
+            .key_gen()
+            .compute(key_request(&self.inner.config, &invocation))
+            .await?;
+        let root = invocation.project_root.to_owned();
+        if mode.reads()
+            && let Some(hit) = self.inner.lookup_and_restore(&key.digest, &task, &root).await?
+        {
+            return Ok(hit);
+        }
+        let job = Job {
+            task: task.clone(),
+            digest: key.digest,
+            manifest: key.manifest,
+            root: root.clone(),
+            mode,
+            lock_wait: invocation
+                .task
+                .cache_config
+                .timeout
+                .map_or(DEFAULT_LOCK_WAIT, Duration::from_secs),
+            max_size: invocation.task.cache_config.max_size,
+        };
+        match self.inner.flights.join(key.digest) {
+            Join::Leader(leader) => {
+                let wait = leader.wait();
+                let inner = Arc::clone(&self.inner);
+                let leader_pass = pass.share();
+                {
+                    let mut leaders =
+                        self.inner.leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    while leaders.try_join_next().is_some() {}
+                    leaders.spawn(async move {
+                        let value = inner.lead(job, execute_fn).await;
+                        leader.complete(value);
+                        drop(leader_pass);
+                    });
+                }
+                wait.await.map_err(|_| Error::Abandoned { task: task.clone() })?
+            }
+            Join::Follower(wait) => {
+                if mode.reads() {
+                    self.inner.record(Counters { lookups: 1, misses: 1, ..Counters::default() });
+                }
+                let execution =
+                    wait.await.map_err(|_| Error::Abandoned { task: task.clone() })??;
+                self.inner.follow(execution, &root).await
+            }
+        }
+    }
+
+    async fn run_uncached<F, Fut, E>(
+        &self,
+        task: String,
+        root: &Path,
+        execute_fn: F,
+    ) -> Result<Execution, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<TaskOutput, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let output = execute_fn()
+            .await
+            .map_err(|error| Error::Execute { task: task.clone(), source: error.into().into() })?;
+        self.inner.record(Counters { executions: 1, ..Counters::default() });
+        Ok(Execution {
+            task,
+            digest: None,
+            exit_code: output.exit_code,
+            source: Source::Uncached,
+            duration_ms: started.elapsed().as_millis() as u64,
+            entry: None,
+            stored: false,
+            project_root: root.to_owned(),
+        })
+    }
+
+    /// The cached result of `digest`, from memory or disk (filling memory).
+    pub async fn get_cached_result(&self, digest: &Digest) -> Option<Arc<ActionResult>> {
+        if let Ok(Some(entry)) = self.inner.runtime.memory().get(*digest).await {
+            return Some(Arc::clone(&entry.result));
+        }
+        match self.inner.runtime.disk().lookup(*digest).await {
+            Ok(DiskLookup::Hit(entry)) => {
+                let result = Arc::clone(&entry.result);
+                let _ = self.inner.runtime.memory().insert(*digest, entry).await;
+                Some(result)
+            }
+            _ => None,
+        }
+    }
+
+    /// The logs of a result: `(stdout, stderr)`, or `None` if a log blob is gone.
+    pub async fn logs(&self, entry: &Arc<MemoryEntry>) -> Option<(Vec<u8>, Vec<u8>)> {
+        let (out, err) = (entry.log(&entry.result.stdout), entry.log(&entry.result.stderr));
+        if let (Some(out), Some(err)) = (&out, &err) {
+            return Some((out.clone(), err.clone()));
+        }
+        let store = Arc::clone(self.inner.runtime.disk().store());
+        let entry = Arc::clone(entry);
+        tokio::task::spawn_blocking(move || {
+            let out = out.or_else(|| store.read_log(&entry.result.stdout))?;
+            let err = err.or_else(|| store.read_log(&entry.result.stderr))?;
+            Some((out, err))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// What this process has counted so far.
+    pub async fn statistics(&self) -> Result<Counters, Error> {
+        Ok(self.inner.runtime.stats().snapshot().await?)
+    }
+
+    /// Stops accepting calls, waits for every admitted call (and its store) to finish, then
+    /// stops the actors, flushing statistics, stat caches and the index journal.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.inner.gate.drained().await;
+        let mut leaders = std::mem::take(
+            &mut *self.inner.leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        while leaders.join_next().await.is_some() {}
+        Ok(self.inner.runtime.shutdown().await?)
+    }
+}
+
+/// What a leader needs to execute and store.
+struct Job {
+    task: String,
+    digest: Digest,
+    manifest: KeyManifest,
+    root: PathBuf,
+    mode: CacheMode,
+    lock_wait: Duration,
+    max_size: Option<u64>,
+}
+
+impl Inner {
+    fn record(&self, delta: Counters) {
+        self.runtime.stats().record(delta);
+    }
+
+    /// Memory, then disk; restores outputs on a hit. A damaged entry counts as corrupt and
+    /// reads as a miss. Records the lookup and its hit; a miss is recorded by the caller that
+    /// decides what happens next.
+    async fn lookup_and_restore(
+        &self,
+        digest: &Digest,
+        task: &str,
+        root: &Path,
+    ) -> Result<Option<Execution>, Error> {
+        if let Some(entry) = self.runtime.memory().get(*digest).await?
+            && let Some(hit) = self.restore_hit(entry, Tier::Memory, task, root).await?
+        {
+            return Ok(Some(hit));
+        }
+        match self.runtime.disk().lookup(*digest).await? {
+            DiskLookup::Hit(entry) => {
+                self.runtime.memory().insert(*digest, Arc::clone(&entry)).await?;
+                self.restore_hit(entry, Tier::Disk, task, root).await
+            }
+            DiskLookup::Miss => Ok(None),
+            DiskLookup::Corrupt { .. } => {
+                self.record(Counters { corrupt: 1, ..Counters::default() });
+                Ok(None)
+            }
+        }
+    }
+
+    async fn restore_hit(
+        &self,
+        entry: Arc<MemoryEntry>,
+        tier: Tier,
+        task: &str,
+        root: &Path,
+    ) -> Result<Option<Execution>, Error> {
+        let digest = entry.result.manifest.digest();
+        match self.runtime.disk().restore(Arc::clone(&entry), root.to_owned()).await {
+            Ok(_) => {}
+            Err(cuenv_actors::Error::Restore(error)) if error.is_cache_fault() => {
+                tracing::warn!(task, %error, "cached outputs are damaged; executing instead");
+                self.runtime.memory().invalidate(digest);
+                self.record(Counters { corrupt: 1, ..Counters::default() });
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let mut delta =
+            Counters { lookups: 1, time_saved_ms: entry.result.duration_ms, ..Counters::default() };
+        match tier {
+            Tier::Memory => delta.hits_memory = 1,
+            Tier::Disk => delta.hits_disk = 1,
+            Tier::Remote => delta.hits_remote = 1,
+        }
+        self.record(delta);
+        Ok(Some(Execution {
+            task: task.to_owned(),
+            digest: Some(digest),
+            exit_code: entry.result.exit_code,
+            source: Source::Hit(tier),
+            duration_ms: entry.result.duration_ms,
+            entry: Some(entry),
+            stored: false,
+            project_root: root.to_owned(),
+        }))
+    }
+
+    /// The leader's half: lock across processes, look again, execute, store.
+    async fn lead<F, Fut, E>(&self, job: Job, execute_fn: F) -> Flown
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<TaskOutput, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _lock = if job.mode.reads() {
+            let lock = self.runtime.disk().lock(job.digest, job.lock_wait).await?;
+            if lock.is_none() {
+                tracing::warn!(task = %job.task, "gave up waiting for another process running the same action; executing here");
+            }
+            if let Some(hit) = self.lookup_and_restore(&job.digest, &job.task, &job.root).await? {
+                return Ok(hit);
+            }
+            self.record(Counters { lookups: 1, misses: 1, ..Counters::default() });
+            lock
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let output = execute_fn().await.map_err(|error| Error::Execute {
+            task: job.task.clone(),
+            source: error.into().into(),
+        })?;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        self.record(Counters { executions: 1, ..Counters::default() });
+        let exit_code = output.exit_code;
+        let cacheable = job.mode.writes() && (exit_code == 0 || self.config.cache_failures);
+        let (entry, stored) =
+            if cacheable { self.store(&job, output, duration_ms).await } else { (None, false) };
+        Ok(Execution {
+            task: job.task,
+            digest: Some(job.digest),
+            exit_code,
+            source: Source::Executed,
+            duration_ms,
+            entry,
+            stored,
+            project_root: job.root,
+        })
+    }
+
+    /// Stores an execution's result; a failure to store is logged, never the task's failure.
+    async fn store(
+        &self,
+        job: &Job,
+        output: TaskOutput,
+        duration_ms: u64,
+    ) -> (Option<Arc<MemoryEntry>>, bool) {
+        let request = StoreRequest {
+            digest: job.digest,
+            manifest: job.manifest.clone(),
+            project_root: job.root.clone(),
+            exit_code: output.exit_code,
+            stdout: output.stdout,
+            stderr: output.stderr,
+            executed_at_ms: now_ms(),
+            duration_ms,
+            max_size: job.max_size,
+            metadata: BTreeMap::new(),
+            remember_as: Some((project_id(&job.root), job.task.clone())),
+        };
+        match self.runtime.disk().store_result(request).await {
+            Ok(StoreOutcome::Stored { entry, bytes }) => {
+                if let Err(gone) =
+                    self.runtime.memory().insert(job.digest, Arc::clone(&entry)).await
+                {
+                    tracing::debug!(%gone, "memory tier unavailable");
+                }
+                self.record(Counters { writes: 1, bytes_written: bytes, ..Counters::default() });
+                (Some(entry), true)
+            }
+            Ok(StoreOutcome::TooLarge { size, limit }) => {
+                tracing::warn!(task = %job.task, size, limit, "result is larger than the task's maxSize; not cached");
+                (None, false)
+            }
+            Err(error) => {
+                tracing::warn!(task = %job.task, %error, "could not store the result; it will run again next time");
+                (None, false)
+            }
+        }
+    }
+
+    /// A follower's half: the leader's result, restored here if the follower's project root
+    /// is another one.
+    async fn follow(&self, mut execution: Execution, root: &Path) -> Result<Execution, Error> {
+        if let Some(entry) = execution.entry.clone().filter(|_| execution.project_root != root) {
+            self.runtime.disk().restore(entry, root.to_owned()).await?;
+            execution.project_root = root.to_owned();
+        }
+        if execution.source == Source::Executed {
+            execution.source = Source::Shared;
+        }
+        execution.stored = false;
+        Ok(execution)
+    }
+}
+
+/// A stable identifier of a project for per-task bookkeeping: its root path.
+pub fn project_id(root: &Path) -> String {
+    root.to_string_lossy().into_owned()
+}
+
+fn runtime_settings(
+    config: &GlobalCacheConfig,
+    flags: &CacheFeatureFlags,
+    cache_dir: PathBuf,
+) -> RuntimeSettings {
+    let disk = DiskSettings {
+        cache_dir,
+        max_size: config.max_size,
+        policy: config.eviction_policy.into(),
+        fsync: config.storage.fsync,
+        inline_threshold: config.storage.inline_threshold,
+    };
+    let mut settings = RuntimeSettings::new(disk);
+    settings.key_gen = KeyGenSettings::default();
+    settings.persist = flags.persistent_storage_enabled;
+    settings.memory_capacity = config.storage.memory_capacity;
+    settings.stats_retention_days = config.stats_retention_days;
+    settings
+}
