@@ -32,6 +32,9 @@ pub enum Error {
         /// The task.
         task: String,
     },
+    /// The run cannot start as planned (tasks whose outputs overlap, an unknown task).
+    #[error("{0}")]
+    Plan(String),
     /// The manager is shutting down and accepts no new work.
     #[error("the cache manager is shutting down")]
     ShuttingDown,

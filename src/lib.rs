@@ -4,12 +4,15 @@
 //! The actors that do the work (key generation, the memory and disk tiers, remote sync and
 //! statistics) live in the `cuenv-actors` crate; this crate owns everything user-facing.
 
+pub mod compat;
 pub mod config;
 mod error;
+pub mod explain;
 mod fields;
 pub mod gate;
 mod key;
 pub mod manager;
+pub mod runner;
 pub mod single_flight;
 mod sync;
 pub mod task;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cuenv_actors::disk::{DiskLookup, DiskSettings, StoreOutcome, StoreRequest, now_ms};
-use cuenv_actors::key_gen::{KeyGenSettings, KeyManifest};
+use cuenv_actors::key_gen::{ActionKey, KeyGenSettings, KeyManifest};
 use cuenv_actors::memory::MemoryEntry;
 use cuenv_actors::result::{ActionResult, TaskOutput};
 use cuenv_actors::stats::Counters;
@@ -296,6 +296,16 @@ impl EnhancedCacheManager {
             stored: false,
             project_root: root.to_owned(),
         })
+    }
+
+    /// The key of `invocation` (inputs hashed on the library's pool) without looking it up.
+    pub async fn compute_key(&self, invocation: TaskInvocation<'_>) -> Result<ActionKey, Error> {
+        Ok(self
+            .inner
+            .runtime
+            .key_gen()
+            .compute(key_request(&self.inner.config, &invocation))
+            .await?)
     }
 
     /// The cached result of `digest`, from memory or disk (filling memory).

@@ -1,0 +1,83 @@
+//! `cuenv run`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use cuenv::EnhancedCacheManager;
+use cuenv::config::CacheMode;
+use cuenv::runner::{self, RunOptions};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::Setup;
+use crate::args::RunArgs;
+
+pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
+    let file = Arc::new(setup.task_file()?);
+    let mut config = setup.config.clone();
+    if args.no_cache {
+        config.default_mode = CacheMode::Off;
+    } else if let Some(mode) = args.cache_mode {
+        config.default_mode = mode;
+    }
+    let options = RunOptions {
+        tasks: args.tasks.clone(),
+        all: args.all,
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+        }),
+        keep_going: args.keep_going,
+        args: args.args.clone(),
+        no_color: setup.env.contains_key("NO_COLOR"),
+    };
+    let manager = EnhancedCacheManager::new_with_flags(config, setup.flags).await?;
+    let env = Arc::new(setup.env.clone());
+    if args.dry_run {
+        let entries = runner::dry_run(&manager, &file, &env, &options).await;
+        manager.shutdown().await?;
+        print_dry_run(&entries?, args.json)?;
+        return Ok(0);
+    }
+    let (cancel_tx, cancel) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        let _ = cancel_tx.send(true);
+    });
+    let report = runner::run(&manager, file, env, options, cancel).await;
+    signals.abort();
+    let _ = signals.await;
+    // Flush what completed (results, statistics, stat caches) whatever the outcome.
+    let shutdown = manager.shutdown().await;
+    let report = report?;
+    shutdown?;
+    Ok(report.exit_code())
+}
+
+fn print_dry_run(entries: &[runner::DryRunEntry], json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, entries)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let width = entries.iter().map(|entry| entry.task.len()).max().unwrap_or(4).max(4);
+    writeln!(out, "{:<width$}  {:<16}  CACHE", "TASK", "KEY")?;
+    for entry in entries {
+        writeln!(
+            out,
+            "{:<width$}  {:<16}  {}",
+            entry.task,
+            &entry.digest.to_hex()[..16],
+            entry.cache
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! `cuenv run`: a task graph run in dependency order, at most `jobs` tasks at once, each task
+//! through the cache manager (hits replay their logs and restore their outputs).
+//!
+//! A task's key includes the digests of its dependencies, so a change upstream re-runs
+//! everything downstream, and only that. After a failure no new task starts (running ones
+//! finish) unless `keep_going`, in which case only the failed task's dependents are skipped.
+
+mod dry_run;
+mod output;
+mod overlap;
+mod plan;
+mod process;
+mod task;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cuenv_actors::Digest;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::Error;
+use crate::manager::{EnhancedCacheManager, Tier};
+use crate::task::TaskFile;
+pub use dry_run::{DryRunEntry, dry_run};
+
+use output::Printer;
+use plan::Plan;
+
+/// What `cuenv run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The tasks named on the command line.
+    pub tasks: Vec<String>,
+    /// Run every task of the file.
+    pub all: bool,
+    /// At most this many tasks at once.
+    pub jobs: NonZeroUsize,
+    /// Keep running what does not depend on a failure.
+    pub keep_going: bool,
+    /// Arguments after `--`, passed to the named tasks.
+    pub args: Vec<String>,
+    /// Never colour output.
+    pub no_color: bool,
+}
+
+/// How one task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Executed and exited 0.
+    Executed,
+    /// Replayed from the cache.
+    Cached(Tier),
+    /// Executed by an identical concurrent request in this process.
+    Shared,
+    /// Executed and exited non-zero, or could not run.
+    Failed(String),
+    /// Not run: a dependency failed, or the run stopped after a failure.
+    Skipped,
+    /// Killed by Ctrl-C.
+    Interrupted,
+}
+
+/// One task's part of the run.
+#[derive(Debug, Clone)]
+pub struct TaskReport {
+    /// The task.
+    pub name: String,
+    /// How it ended.
+    pub status: TaskStatus,
+    /// Its action digest, if it was computed.
+    pub digest: Option<Digest>,
+    /// Time the cache saved (the recorded duration of a hit).
+    pub saved_ms: u64,
+}
+
+/// The whole run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Every task, in the order they finished.
+    pub tasks: Vec<TaskReport>,
+    /// Wall time.
+    pub wall: Duration,
+    /// Whether Ctrl-C stopped the run.
+    pub interrupted: bool,
+}
+
+impl RunReport {
+    /// The first failed task, if any.
+    pub fn first_failure(&self) -> Option<&TaskReport> {
+        self.tasks.iter().find(|task| matches!(task.status, TaskStatus::Failed(_)))
+    }
+
+    /// The process exit code: 130 after Ctrl-C, 1 after a failure, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.interrupted {
+            130
+        } else if self.first_failure().is_some()
+            || self.tasks.iter().any(|t| t.status == TaskStatus::Skipped)
+        {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// State shared by every task of one run.
+pub(crate) struct Context {
+    pub(crate) manager: EnhancedCacheManager,
+    pub(crate) file: Arc<TaskFile>,
+    pub(crate) env: Arc<BTreeMap<String, String>>,
+    pub(crate) options: RunOptions,
+    pub(crate) printer: Arc<Printer>,
+    pub(crate) cancel: watch::Receiver<bool>,
+    /// Where this run captures logs; removed at the end of the run.
+    pub(crate) logs: tempfile::TempDir,
+}
+
+/// Checks that the run can be planned: every task exists, and no two tasks that may run at the
+/// same time declare overlapping outputs.
+pub fn check(file: &TaskFile, options: &RunOptions) -> Result<(), Error> {
+    let plan = Plan::new(file, options)?;
+    overlap::check(file, &plan)
+}
+
+/// Runs the requested tasks and their dependencies.
+pub async fn run(
+    manager: &EnhancedCacheManager,
+    file: Arc<TaskFile>,
+    env: Arc<BTreeMap<String, String>>,
+    options: RunOptions,
+    cancel: watch::Receiver<bool>,
+) -> Result<RunReport, Error> {
+    let started = Instant::now();
+    let plan = Plan::new(&file, &options)?;
+    overlap::check(&file, &plan)?;
+    let printer =
+        Arc::new(Printer::new(plan.order.clone(), plan.order.len() > 1, options.no_color));
+    let logs = tempfile::Builder::new()
+        .prefix("cuenv-run-")
+        .tempdir()
+        .map_err(|error| Error::Plan(format!("cannot create a temp dir for logs: {error}")))?;
+    let context = Arc::new(Context {
+        manager: manager.clone(),
+        file,
+        env,
+        options,
+        printer: Arc::clone(&printer),
+        cancel,
+        logs,
+    });
+    let tasks = schedule(&context, plan).await;
+    printer.finish();
+    let interrupted = *context.cancel.borrow();
+    let report = RunReport { tasks, wall: started.elapsed(), interrupted };
+    summarize(&printer, &report);
+    Ok(report)
+}
+
+/// The scheduling loop: starts every ready task while fewer than `jobs` run.
+async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
+    let mut running: JoinSet<TaskReport> = JoinSet::new();
+    let mut running_names: BTreeSet<String> = BTreeSet::new();
+    let mut reports: Vec<TaskReport> = Vec::new();
+    let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut stopping = false;
+    loop {
+        stopping |= *context.cancel.borrow();
+        while !stopping && running.len() < context.options.jobs.get() {
+            let Some(name) = plan.next_ready() else { break };
+            let dependencies = plan.dependency_digests(&name, &digests);
+            running_names.insert(name.clone());
+            let needs_digest = plan.has_dependents(&name);
+            running.spawn(run_task(Arc::clone(context), name, dependencies, needs_digest));
+        }
+        context.printer.progress(reports.len(), &running_names.iter().cloned().collect::<Vec<_>>());
+        let Some(joined) = running.join_next().await else { break };
+        let report = joined.unwrap_or_else(|panic| TaskReport {
+            name: String::new(),
+            status: TaskStatus::Failed(format!("internal error: {panic}")),
+            digest: None,
+            saved_ms: 0,
+        });
+        running_names.remove(&report.name);
+        let succeeded = matches!(
+            report.status,
+            TaskStatus::Executed | TaskStatus::Cached(_) | TaskStatus::Shared
+        );
+        if succeeded {
+            if let Some(digest) = report.digest {
+                digests.insert(report.name.clone(), digest);
+            }
+            plan.completed(&report.name);
+        } else {
+            stopping |= !context.options.keep_going;
+            for skipped in plan.failed(&report.name) {
+                reports.push(TaskReport {
+                    name: skipped,
+                    status: TaskStatus::Skipped,
+                    digest: None,
+                    saved_ms: 0,
+                });
+            }
+        }
+        reports.push(report);
+    }
+    let interrupted = *context.cancel.borrow();
+    for name in plan.remaining() {
+        let status = if interrupted { TaskStatus::Interrupted } else { TaskStatus::Skipped };
+        reports.push(TaskReport { name, status, digest: None, saved_ms: 0 });
+    }
+    reports
+}
+
+/// Runs one task through the cache and reports how it ended.
+async fn run_task(
+    context: Arc<Context>,
+    name: String,
+    dependencies: BTreeMap<String, Digest>,
+    needs_digest: bool,
+) -> TaskReport {
+    let outcome = task::execute(&context, &name, &dependencies, needs_digest).await;
+    let (status, digest, saved_ms) = match outcome {
+        Ok(done) => done,
+        Err(error) => {
+            let status = if *context.cancel.borrow() {
+                TaskStatus::Interrupted
+            } else {
+                TaskStatus::Failed(error.to_string())
+            };
+            (status, None, 0)
+        }
+    };
+    match &status {
+        TaskStatus::Failed(reason) => context.printer.note(&name, &format!("failed: {reason}")),
+        TaskStatus::Interrupted => context.printer.note(&name, "interrupted"),
+        _ => {}
+    }
+    TaskReport { name, status, digest, saved_ms }
+}
+
+fn summarize(printer: &Printer, report: &RunReport) {
+    let count =
+        |wanted: fn(&TaskStatus) -> bool| report.tasks.iter().filter(|t| wanted(&t.status)).count();
+    let cached = count(|s| matches!(s, TaskStatus::Cached(_)));
+    let executed = count(|s| matches!(s, TaskStatus::Executed | TaskStatus::Shared));
+    let failed = count(|s| matches!(s, TaskStatus::Failed(_)));
+    let skipped = count(|s| matches!(s, TaskStatus::Skipped | TaskStatus::Interrupted));
+    let saved: u64 = report.tasks.iter().map(|t| t.saved_ms).sum();
+    let total = report.tasks.len();
+    printer.summary("");
+    printer.summary(&format!(
+        " Tasks:  {total} total: {executed} executed, {cached} cached, {failed} failed{}",
+        if skipped > 0 { format!(", {skipped} not run") } else { String::new() }
+    ));
+    let full = if total > 0 && cached == total { "  (all cached)" } else { "" };
+    printer.summary(&format!(
+        " Time:   {} (cache saved {}){full}",
+        human(report.wall),
+        human(Duration::from_millis(saved))
+    ));
+    if let Some(failure) = report.first_failure()
+        && let TaskStatus::Failed(reason) = &failure.status
+    {
+        printer.summary(&format!(" Failed: task \"{}\": {reason}", failure.name));
+    }
+    if report.interrupted {
+        printer.summary(" Interrupted: running tasks were stopped; completed results are saved");
+    }
+}
+
+fn human(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 { format!("{ms} ms") } else { format!("{:.2} s", duration.as_secs_f64()) }
+}

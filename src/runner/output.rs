@@ -1,0 +1,119 @@
+//! What the user sees: task output streamed line by line (prefixed by the task name when more
+//! than one task runs), status notes, a progress line on a terminal, and the final summary.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Which stream a line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+const COLORS: [&str; 6] = ["\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b[34m", "\x1b[31m"];
+const RESET: &str = "\x1b[0m";
+const DIM: &str = "\x1b[2m";
+
+/// Serialises everything written to the terminal.
+pub(crate) struct Printer {
+    /// Task names, for a stable colour and the prefix width.
+    names: Vec<String>,
+    prefix: bool,
+    color: bool,
+    width: usize,
+    progress: ProgressBar,
+    /// Held while one line is written, so lines of parallel tasks never interleave.
+    lock: Mutex<()>,
+}
+
+impl Printer {
+    /// A printer for `names`; `prefix` when more than one task may print. Colour only on a
+    /// terminal and without `NO_COLOR`; a progress line only when stderr is a terminal.
+    pub(crate) fn new(names: Vec<String>, prefix: bool, no_color: bool) -> Self {
+        let color = !no_color && io::stdout().is_terminal();
+        let width = names.iter().map(String::len).max().unwrap_or(0).min(32);
+        let progress = if io::stderr().is_terminal() && names.len() > 1 {
+            let bar = ProgressBar::with_draw_target(
+                Some(names.len() as u64),
+                ProgressDrawTarget::stderr(),
+            );
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Printer { names, prefix, color, width, progress, lock: Mutex::new(()) }
+    }
+
+    fn label(&self, task: &str) -> String {
+        if !self.prefix {
+            return String::new();
+        }
+        let padded = format!("{task:<width$} | ", width = self.width);
+        if self.color {
+            let index = self.names.iter().position(|name| name == task).unwrap_or(0);
+            format!("{}{padded}{RESET}", COLORS[index % COLORS.len()])
+        } else {
+            padded
+        }
+    }
+
+    fn write(&self, stream: Stream, bytes: &[u8]) {
+        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.progress.suspend(|| {
+            // A closed stdout (`cuenv run | head`) is not an error of the run.
+            let _ = match stream {
+                Stream::Stdout => io::stdout().lock().write_all(bytes),
+                Stream::Stderr => io::stderr().lock().write_all(bytes),
+            };
+        });
+    }
+
+    /// One line of a task's output (the trailing newline is added if missing).
+    pub(crate) fn line(&self, task: &str, stream: Stream, line: &[u8]) {
+        let mut out = self.label(task).into_bytes();
+        out.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        self.write(stream, &out);
+    }
+
+    /// Replays a captured log, line by line.
+    pub(crate) fn replay(&self, task: &str, stream: Stream, log: &[u8]) {
+        for line in log.split_inclusive(|byte| *byte == b'\n') {
+            self.line(task, stream, line);
+        }
+    }
+
+    /// A status note about a task (cache hit, failure), on stderr.
+    pub(crate) fn note(&self, task: &str, message: &str) {
+        let text = if self.color { format!("{DIM}{message}{RESET}") } else { message.to_owned() };
+        let label = if self.prefix { self.label(task) } else { format!("{task}: ") };
+        self.write(Stream::Stderr, format!("{label}{text}\n").as_bytes());
+    }
+
+    /// A line of the run summary, on stderr.
+    pub(crate) fn summary(&self, line: &str) {
+        self.write(Stream::Stderr, format!("{line}\n").as_bytes());
+    }
+
+    /// Updates the progress line: `done` finished, `running` named.
+    pub(crate) fn progress(&self, done: usize, running: &[String]) {
+        self.progress.set_position(done as u64);
+        self.progress.set_message(running.join(", "));
+    }
+
+    /// Removes the progress line.
+    pub(crate) fn finish(&self) {
+        self.progress.finish_and_clear();
+    }
+}

@@ -1,0 +1,163 @@
+//! The run plan: which tasks run, what each waits for, and what a failure takes down with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cuenv_actors::Digest;
+
+use super::RunOptions;
+use crate::error::Error;
+use crate::task::TaskFile;
+
+/// Tasks of one run and their dependency edges, in topological order.
+pub(crate) struct Plan {
+    /// Every task of the run, dependencies first.
+    pub(crate) order: Vec<String>,
+    /// Each task's dependencies.
+    dependencies: BTreeMap<String, Vec<String>>,
+    /// Each task's dependents within the run.
+    dependents: BTreeMap<String, Vec<String>>,
+    /// Dependencies not yet completed, per waiting task.
+    waiting_on: BTreeMap<String, usize>,
+    /// Tasks whose dependencies are all complete, not yet started (by position in `order`).
+    ready: BTreeSet<(usize, String)>,
+    /// Tasks not started and not ready.
+    blocked: BTreeSet<String>,
+}
+
+impl Plan {
+    /// The plan for `options` over `file`.
+    pub(crate) fn new(file: &TaskFile, options: &RunOptions) -> Result<Self, Error> {
+        let requested: Vec<String> =
+            if options.all { file.tasks.keys().cloned().collect() } else { options.tasks.clone() };
+        if requested.is_empty() {
+            let available: Vec<&str> = file.tasks.keys().map(String::as_str).collect();
+            return Err(Error::Plan(format!(
+                "no task named; give task names or --all (tasks in {}: {})",
+                file.path.display(),
+                available.join(", ")
+            )));
+        }
+        let order = file.closure(&requested)?;
+        let in_run: BTreeSet<&String> = order.iter().collect();
+        let mut dependencies = BTreeMap::new();
+        let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in &order {
+            let deps: Vec<String> = file.tasks[name]
+                .dependencies
+                .iter()
+                .filter(|dep| in_run.contains(dep))
+                .cloned()
+                .collect();
+            for dep in &deps {
+                dependents.entry(dep.clone()).or_default().push(name.clone());
+            }
+            dependencies.insert(name.clone(), deps);
+        }
+        let mut plan = Plan {
+            order,
+            dependencies,
+            dependents,
+            waiting_on: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+        };
+        for (position, name) in plan.order.iter().enumerate() {
+            let count = plan.dependencies[name].len();
+            if count == 0 {
+                plan.ready.insert((position, name.clone()));
+            } else {
+                plan.waiting_on.insert(name.clone(), count);
+                plan.blocked.insert(name.clone());
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The next task to start, earliest in topological order.
+    pub(crate) fn next_ready(&mut self) -> Option<String> {
+        self.ready.pop_first().map(|(_, name)| name)
+    }
+
+    /// The digests of `name`'s dependencies.
+    pub(crate) fn dependency_digests(
+        &self,
+        name: &str,
+        digests: &BTreeMap<String, Digest>,
+    ) -> BTreeMap<String, Digest> {
+        self.dependencies[name]
+            .iter()
+            .filter_map(|dep| digests.get(dep).map(|digest| (dep.clone(), *digest)))
+            .collect()
+    }
+
+    /// Whether any task of the run depends on `name`.
+    pub(crate) fn has_dependents(&self, name: &str) -> bool {
+        self.dependents.get(name).is_some_and(|list| !list.is_empty())
+    }
+
+    /// Marks `name` done; its dependents whose dependencies are all done become ready.
+    pub(crate) fn completed(&mut self, name: &str) {
+        for dependent in self.dependents.get(name).cloned().unwrap_or_default() {
+            let Some(count) = self.waiting_on.get_mut(&dependent) else { continue };
+            *count -= 1;
+            if *count == 0 && self.blocked.remove(&dependent) {
+                let position =
+                    self.order.iter().position(|n| *n == dependent).unwrap_or(usize::MAX);
+                self.ready.insert((position, dependent));
+            }
+        }
+    }
+
+    /// Marks `name` failed; returns its transitive dependents, which will not run.
+    pub(crate) fn failed(&mut self, name: &str) -> Vec<String> {
+        let mut skipped = Vec::new();
+        let mut stack = self.dependents.get(name).cloned().unwrap_or_default();
+        while let Some(dependent) = stack.pop() {
+            if self.blocked.remove(&dependent) {
+                stack.extend(self.dependents.get(&dependent).cloned().unwrap_or_default());
+                skipped.push(dependent);
+            }
+        }
+        skipped.sort();
+        skipped
+    }
+
+    /// Tasks never started (ready or blocked), after the run stopped.
+    pub(crate) fn remaining(&mut self) -> Vec<String> {
+        let mut left: Vec<String> =
+            std::mem::take(&mut self.ready).into_iter().map(|(_, name)| name).collect();
+        left.extend(std::mem::take(&mut self.blocked));
+        left
+    }
+
+    /// Pairs of tasks that may run at the same time: neither depends on the other, directly or
+    /// transitively.
+    pub(crate) fn concurrent_pairs(&self) -> Vec<(&str, &str)> {
+        let ancestors: BTreeMap<&str, BTreeSet<&str>> = self
+            .order
+            .iter()
+            .map(|name| {
+                let mut seen = BTreeSet::new();
+                let mut stack: Vec<&str> =
+                    self.dependencies[name].iter().map(String::as_str).collect();
+                while let Some(dep) = stack.pop() {
+                    if seen.insert(dep) {
+                        stack.extend(self.dependencies[dep].iter().map(String::as_str));
+                    }
+                }
+                (name.as_str(), seen)
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for (index, a) in self.order.iter().enumerate() {
+            for b in &self.order[index + 1..] {
+                if !ancestors[b.as_str()].contains(a.as_str())
+                    && !ancestors[a.as_str()].contains(b.as_str())
+                {
+                    pairs.push((a.as_str(), b.as_str()));
+                }
+            }
+        }
+        pairs
+    }
+}

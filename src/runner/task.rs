@@ -1,0 +1,107 @@
+//! One task of a run: through the cache manager, with the process runner as its execution.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cuenv_actors::Digest;
+use cuenv_actors::result::{Log, TaskOutput};
+
+use super::output::Stream;
+use super::process::{self, Ended, Spawn};
+use super::{Context, TaskStatus};
+use crate::error::Error;
+use crate::key::TaskInvocation;
+use crate::manager::{Execution, Source, Tier};
+
+/// Runs task `name`; returns its status, digest and the time a hit saved.
+pub(super) async fn execute(
+    context: &Arc<Context>,
+    name: &str,
+    dependencies: &BTreeMap<String, Digest>,
+    needs_digest: bool,
+) -> Result<(TaskStatus, Option<Digest>, u64), Error> {
+    let task = &context.file.tasks[name];
+    let requested = context.options.all || context.options.tasks.iter().any(|t| t == name);
+    let args: &[String] = if requested { &context.options.args } else { &[] };
+    let invocation = TaskInvocation {
+        task_name: name,
+        task,
+        project_root: &context.file.root,
+        env: &context.env,
+        args,
+        dependencies,
+    };
+    let index = context.file.tasks.keys().position(|n| n == name).unwrap_or(0);
+    let spawn = Spawn {
+        task: name.to_owned(),
+        shell_text: task.shell_text().to_owned(),
+        args: args.to_vec(),
+        cwd: task.working_dir_path(&context.file.root),
+        stdout_file: context.logs.path().join(format!("{index}.out")),
+        stderr_file: context.logs.path().join(format!("{index}.err")),
+        timeout: task.cache_config.timeout.map(Duration::from_secs),
+    };
+    let (printer, cancel) = (Arc::clone(&context.printer), context.cancel.clone());
+    let execute_fn = move || async move {
+        match process::run(&spawn, &printer, cancel).await? {
+            Ended::Exited(exit_code) => Ok(TaskOutput {
+                exit_code,
+                stdout: Log::File(spawn.stdout_file.clone()),
+                stderr: Log::File(spawn.stderr_file.clone()),
+            }),
+            Ended::TimedOut => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "timed out after {} s; its process group was killed",
+                    spawn.timeout.unwrap_or_default().as_secs()
+                ),
+            )),
+            Ended::Cancelled => Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted")),
+        }
+    };
+    let execution = context.manager.execute(invocation, execute_fn).await?;
+    let digest = match execution.digest {
+        Some(digest) => Some(digest),
+        None if needs_digest => Some(context.manager.compute_key(invocation).await?.digest),
+        None => None,
+    };
+    let status = report(context, name, &execution).await;
+    let saved = if matches!(execution.source, Source::Hit(_)) { execution.duration_ms } else { 0 };
+    Ok((status, digest, saved))
+}
+
+async fn report(context: &Context, name: &str, execution: &Execution) -> TaskStatus {
+    let printer = &context.printer;
+    if let (Source::Hit(tier), Some(entry)) = (execution.source, &execution.entry) {
+        let short = execution.digest.map(|d| d.short()).unwrap_or_default();
+        printer.note(name, &format!("cache hit ({}), replaying logs {short}", tier_name(tier)));
+        match context.manager.logs(entry).await {
+            Some((stdout, stderr)) => {
+                printer.replay(name, Stream::Stdout, &stdout);
+                printer.replay(name, Stream::Stderr, &stderr);
+            }
+            None => printer.note(name, "the cached logs are no longer available"),
+        }
+    }
+    if execution.source == Source::Shared {
+        printer.note(name, "ran once for identical concurrent requests");
+    }
+    if execution.exit_code != 0 {
+        return TaskStatus::Failed(format!("exit code {}", execution.exit_code));
+    }
+    match execution.source {
+        Source::Hit(tier) => TaskStatus::Cached(tier),
+        Source::Shared => TaskStatus::Shared,
+        Source::Executed | Source::Uncached => TaskStatus::Executed,
+    }
+}
+
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Memory => "memory",
+        Tier::Disk => "local",
+        Tier::Remote => "remote",
+    }
+}
