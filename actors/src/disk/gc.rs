@@ -54,6 +54,8 @@ pub struct GcReport {
     pub size_after: u64,
     /// The digests of evicted records, in eviction order.
     pub evicted: Vec<Digest>,
+    /// Records that would have been evicted but were written less than [`GRACE`] ago.
+    pub kept_recent: u64,
 }
 
 /// A file found by a scan: size and age.
@@ -104,7 +106,11 @@ pub(super) fn run(store: &DiskStore, target: GcTarget) -> io::Result<GcReport> {
                 records[&digest].age,
             )
         };
-        if !(expired || total > target.max_size) || record_age <= GRACE {
+        if !(expired || total > target.max_size) {
+            continue;
+        }
+        if record_age <= GRACE {
+            report.kept_recent += 1;
             continue;
         }
         let entry = index.remove(&digest).unwrap_or_else(|| unreachable!("ordered from the index"));

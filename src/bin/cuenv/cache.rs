@@ -221,6 +221,12 @@ fn gc(
         report.temps_swept,
         report.corrupt_removed
     ));
+    if report.kept_recent > 0 {
+        say(&format!(
+            "kept {} entries written less than a minute ago (a writer may still be using them)",
+            report.kept_recent
+        ));
+    }
     Ok(0)
 }
 
@@ -272,7 +278,15 @@ struct Explanation {
     cache: &'static str,
     last_stored: Option<String>,
     differences: Vec<explain::Difference>,
+    /// For each changed dependency, what changed in it (recursively, upstream first).
+    upstream: Vec<Upstream>,
     manifest: cuenv_actors::key_gen::KeyManifest,
+}
+
+#[derive(Serialize)]
+struct Upstream {
+    task: String,
+    differences: Vec<explain::Difference>,
 }
 
 async fn explain_task(setup: &Setup, task: &str, json: bool) -> anyhow::Result<u8> {
@@ -307,30 +321,62 @@ async fn explanation(
     task: &str,
     entries: Result<Vec<runner::DryRunEntry>, cuenv::Error>,
 ) -> anyhow::Result<Explanation> {
-    let entry = entries?
-        .into_iter()
-        .find(|entry| entry.task == task)
-        .context("task missing from its own plan")?;
+    let entries: BTreeMap<String, runner::DryRunEntry> =
+        entries?.into_iter().map(|entry| (entry.task.clone(), entry)).collect();
+    let entry = entries.get(task).context("task missing from its own plan")?;
     let project = cuenv::manager::project_id(&file.root);
-    let last = manager.runtime().disk().last(project, task.to_owned()).await?;
-    let previous = match last {
-        Some(digest) if digest != entry.digest => {
-            manager.get_cached_result(&digest).await.map(|result| (digest, result))
-        }
-        _ => None,
-    };
-    let differences = previous
-        .as_ref()
-        .map(|(_, result)| explain::diff(&result.manifest, &entry.manifest))
-        .unwrap_or_default();
+    let (last_stored, differences) = differences_from_last(manager, &project, entry).await?;
+    // Walk changed dependencies upstream, so the cause (an edited file two levels up) shows.
+    let mut upstream = Vec::new();
+    let mut queue: Vec<String> = changed_dependencies(&differences);
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = queue.pop() {
+        let Some(dependency) = entries.get(&name).filter(|_| seen.insert(name.clone())) else {
+            continue;
+        };
+        let (_, found) = differences_from_last(manager, &project, dependency).await?;
+        queue.extend(changed_dependencies(&found));
+        upstream.push(Upstream { task: name, differences: found });
+    }
     Ok(Explanation {
         task: task.to_owned(),
         digest: entry.digest.to_hex(),
         cache: entry.cache,
-        last_stored: previous.map(|(digest, _)| digest.to_hex()),
+        last_stored: last_stored.map(|digest| digest.to_hex()),
         differences,
-        manifest: entry.manifest,
+        upstream,
+        manifest: entry.manifest.clone(),
     })
+}
+
+fn changed_dependencies(differences: &[explain::Difference]) -> Vec<String> {
+    differences
+        .iter()
+        .filter_map(|difference| match difference {
+            explain::Difference::Dependency {
+                name,
+                change: explain::Change::Changed | explain::Change::Added,
+            } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The last stored digest of `entry`'s task (when it differs from the current one) and the
+/// differences from its manifest.
+async fn differences_from_last(
+    manager: &EnhancedCacheManager,
+    project: &str,
+    entry: &runner::DryRunEntry,
+) -> anyhow::Result<(Option<cuenv::Digest>, Vec<explain::Difference>)> {
+    let last = manager.runtime().disk().last(project.to_owned(), entry.task.clone()).await?;
+    let Some(digest) = last.filter(|digest| *digest != entry.digest) else {
+        return Ok((None, Vec::new()));
+    };
+    let Some(previous) = manager.get_cached_result(&digest).await else {
+        return Ok((None, Vec::new()));
+    };
+    Ok((Some(digest), explain::diff(&previous.manifest, &entry.manifest)))
 }
 
 fn print_explanation(explanation: &Explanation) -> anyhow::Result<()> {
@@ -354,6 +400,12 @@ fn print_explanation(explanation: &Explanation) -> anyhow::Result<()> {
             say(&format!("misses; differences from the last stored result ({}):", &last[..12]));
             for difference in &explanation.differences {
                 say(&format!("  {difference}"));
+            }
+            for upstream in &explanation.upstream {
+                say(&format!("  in dependency {}:", upstream.task));
+                for difference in &upstream.differences {
+                    say(&format!("    {difference}"));
+                }
             }
         }
         (None, _) => say("misses; no earlier result of this task is stored in this cache"),
