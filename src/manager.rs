@@ -15,12 +15,15 @@ use std::time::{Duration, Instant};
 use cuenv_actors::disk::{DiskLookup, DiskSettings, StoreOutcome, StoreRequest, now_ms};
 use cuenv_actors::key_gen::{ActionKey, KeyGenSettings, KeyManifest};
 use cuenv_actors::memory::MemoryEntry;
+use cuenv_actors::remote::RemoteSettings;
 use cuenv_actors::result::{ActionResult, TaskOutput};
 use cuenv_actors::stats::Counters;
 use cuenv_actors::{Digest, Runtime, RuntimeSettings};
 use tokio::task::JoinSet;
 
-use crate::config::{CacheFeatureFlags, CacheMode, GlobalCacheConfig, process_env};
+use crate::config::{
+    CacheFeatureFlags, CacheMode, GlobalCacheConfig, RemoteCacheConfig, process_env,
+};
 use crate::error::Error;
 use crate::gate::WorkGate;
 use crate::key::{TaskInvocation, key_request};
@@ -134,7 +137,7 @@ impl EnhancedCacheManager {
         let cache_dir = private_dir
             .as_ref()
             .map_or_else(|| config.cache_dir.clone(), |dir| dir.path().to_owned());
-        let runtime = Runtime::start(runtime_settings(&config, &flags, cache_dir))?;
+        let runtime = Runtime::start(runtime_settings(&config, &flags, cache_dir)).await?;
         let inner = Inner {
             config,
             flags,
@@ -225,7 +228,8 @@ impl EnhancedCacheManager {
             .await?;
         let root = invocation.project_root.to_owned();
         if mode.reads()
-            && let Some(hit) = self.inner.lookup_and_restore(&key.digest, &task, &root).await?
+            && let Some(hit) =
+                self.inner.lookup_and_restore(&key.digest, &key.manifest, &task, &root).await?
         {
             return Ok(hit);
         }
@@ -354,7 +358,15 @@ impl EnhancedCacheManager {
             &mut *self.inner.leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
         while leaders.join_next().await.is_some() {}
-        Ok(self.inner.runtime.shutdown().await?)
+        let uploads = self.inner.runtime.shutdown().await?;
+        if uploads.finished + uploads.dropped > 0 {
+            tracing::info!(
+                finished = uploads.finished,
+                dropped = uploads.dropped,
+                "remote uploads at shutdown"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -374,12 +386,13 @@ impl Inner {
         self.runtime.stats().record(delta);
     }
 
-    /// Memory, then disk; restores outputs on a hit. A damaged entry counts as corrupt and
-    /// reads as a miss. Records the lookup and its hit; a miss is recorded by the caller that
-    /// decides what happens next.
+    /// Memory, then disk, then the remote; restores outputs on a hit and back-fills the faster
+    /// tiers. A damaged entry counts as corrupt and reads as a miss. Records the lookup and its
+    /// hit; a miss is recorded by the caller that decides what happens next.
     async fn lookup_and_restore(
         &self,
         digest: &Digest,
+        manifest: &KeyManifest,
         task: &str,
         root: &Path,
     ) -> Result<Option<Execution>, Error> {
@@ -393,11 +406,33 @@ impl Inner {
                 self.runtime.memory().insert(*digest, Arc::clone(&entry)).await?;
                 self.restore_hit(entry, Tier::Disk, task, root).await
             }
-            DiskLookup::Miss => Ok(None),
+            DiskLookup::Miss => self.remote_hit(digest, manifest, task, root).await,
             DiskLookup::Corrupt { .. } => {
                 self.record(Counters { corrupt: 1, ..Counters::default() });
-                Ok(None)
+                self.remote_hit(digest, manifest, task, root).await
             }
+        }
+    }
+
+    /// Asks the remote; a result it has is stored locally (blobs verified), read back through
+    /// the disk tier like any local record, and restored.
+    async fn remote_hit(
+        &self,
+        digest: &Digest,
+        manifest: &KeyManifest,
+        task: &str,
+        root: &Path,
+    ) -> Result<Option<Execution>, Error> {
+        let Some(remote) = self.runtime.remote() else { return Ok(None) };
+        if remote.download(*digest, manifest.clone()).await?.is_none() {
+            return Ok(None);
+        }
+        match self.runtime.disk().lookup(*digest).await? {
+            DiskLookup::Hit(entry) => {
+                self.runtime.memory().insert(*digest, Arc::clone(&entry)).await?;
+                self.restore_hit(entry, Tier::Remote, task, root).await
+            }
+            DiskLookup::Miss | DiskLookup::Corrupt { .. } => Ok(None),
         }
     }
 
@@ -451,7 +486,9 @@ impl Inner {
             if lock.is_none() {
                 tracing::warn!(task = %job.task, "gave up waiting for another process running the same action; executing here");
             }
-            if let Some(hit) = self.lookup_and_restore(&job.digest, &job.task, &job.root).await? {
+            if let Some(hit) =
+                self.lookup_and_restore(&job.digest, &job.manifest, &job.task, &job.root).await?
+            {
                 return Ok(hit);
             }
             self.record(Counters { lookups: 1, misses: 1, ..Counters::default() });
@@ -509,6 +546,9 @@ impl Inner {
                 {
                     tracing::debug!(%gone, "memory tier unavailable");
                 }
+                if let Some(remote) = self.runtime.remote() {
+                    remote.upload(job.digest, Arc::clone(&entry.result));
+                }
                 self.record(Counters { writes: 1, bytes_written: bytes, ..Counters::default() });
                 (Some(entry), true)
             }
@@ -560,5 +600,21 @@ fn runtime_settings(
     settings.persist = flags.persistent_storage_enabled;
     settings.memory_capacity = config.storage.memory_capacity;
     settings.stats_retention_days = config.stats_retention_days;
+    settings.remote =
+        config.remote_cache.as_ref().filter(|_| flags.remote_cache_enabled).map(remote_settings);
+    settings
+}
+
+/// The remote client's settings from the user's `remote_cache`.
+pub fn remote_settings(remote: &RemoteCacheConfig) -> RemoteSettings {
+    let mut settings = RemoteSettings::new(remote.endpoint.clone());
+    settings.instance_name = remote.instance_name.clone();
+    settings.auth_token = remote.auth_token.clone();
+    settings.ca_cert = remote.tls.as_ref().and_then(|tls| tls.ca_cert.clone());
+    settings.domain_name = remote.tls.as_ref().and_then(|tls| tls.domain_name.clone());
+    settings.timeout = Duration::from_secs(remote.timeout_seconds);
+    settings.max_concurrent = remote.max_concurrent;
+    settings.upload_enabled = remote.upload_enabled;
+    settings.download_enabled = remote.download_enabled;
     settings
 }

@@ -39,6 +39,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The remote cache settings are unusable (bad endpoint, unreadable CA file).
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     /// Other I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fsio;
 pub mod key_gen;
 pub mod memory;
+pub mod remote;
 pub mod result;
 pub mod runtime;
 pub mod stats;

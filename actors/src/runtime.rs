@@ -3,19 +3,21 @@
 //! # Message flow
 //! ```text
 //!   caller (manager) ──► KeyGen ──► rayon pool ─┐
-//!        │  │  │                                 └─► oneshot reply ──► caller
-//!        │  │  └──────► MemoryTier ─────────────────► oneshot reply ──► caller
-//!        │  └─────────► DiskTier ──► blocking jobs ──► oneshot reply ──► caller
+//!        │  │  │  │                              └─► oneshot reply ──► caller
+//!        │  │  │  └───► MemoryTier ─────────────────► oneshot reply ──► caller
+//!        │  │  └──────► DiskTier ──► blocking jobs ──► oneshot reply ──► caller
+//!        │  └─────────► RemoteSync ─► download/upload tasks ─► oneshot reply ──► caller
+//!        │                  └─ try_send ─► Stats
 //!        └─ try_send ─► Stats ──────► DiskTier (merge buckets)
 //! ```
-//! Every arrow into an actor is a bounded mailbox; every answer is a oneshot. The only
-//! actor-to-actor edge is Stats → DiskTier, and nothing flows back along it, so bounded
-//! channels never form a cycle.
+//! Every arrow into an actor is a bounded mailbox; every answer is a oneshot. The
+//! actor-to-actor edges are RemoteSync → Stats (`try_send`, never waits) and Stats → DiskTier;
+//! nothing flows back along either, so bounded channels never form a cycle.
 //!
 //! # Shutdown
 //! [`Runtime::shutdown`] stops the actors in dependency order: KeyGen (its stat caches are
-//! handed to DiskTier first), MemoryTier, Stats (which flushes through DiskTier), and DiskTier
-//! last (which finishes its jobs and flushes its journal). Each actor, on its `Shutdown`
+//! handed to DiskTier first), MemoryTier, RemoteSync (pending uploads get a bounded wait),
+//! Stats (which flushes through DiskTier), and DiskTier last (which finishes its jobs and flushes its journal). Each actor, on its `Shutdown`
 //! message, closes its mailbox (later sends fail with `ActorGone`), handles what was already
 //! queued, and answers. Then every task is joined. Dropping the runtime without `shutdown`
 //! closes the mailboxes instead; actors then flush and exit on their own, and every write that
@@ -30,6 +32,7 @@ use crate::disk::{DiskHandle, DiskSettings, DiskStore};
 use crate::error::Error;
 use crate::key_gen::{KeyEngine, KeyGenHandle, KeyGenSettings, hash_pool};
 use crate::memory::MemoryHandle;
+use crate::remote::{RemoteClient, RemoteHandle, RemoteSettings, RemoteShutdown};
 use crate::stats::StatsHandle;
 
 /// How a runtime is set up.
@@ -49,6 +52,10 @@ pub struct RuntimeSettings {
     pub flush_every: Duration,
     /// Capacity of each actor's mailbox.
     pub mailbox_size: usize,
+    /// The remote cache, if any.
+    pub remote: Option<RemoteSettings>,
+    /// How long shutdown waits for pending remote uploads.
+    pub upload_wait: Duration,
 }
 
 impl RuntimeSettings {
@@ -62,6 +69,8 @@ impl RuntimeSettings {
             stats_retention_days: 30,
             flush_every: Duration::from_secs(5),
             mailbox_size: 256,
+            remote: None,
+            upload_wait: Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +96,8 @@ pub struct Runtime {
     memory: MemoryHandle,
     disk: DiskHandle,
     stats: StatsHandle,
+    remote: Option<RemoteHandle>,
+    upload_wait: Duration,
     /// Join handles, taken by `shutdown`. A std mutex: never held across an await.
     joins: Mutex<Vec<(&'static str, JoinHandle<()>)>>,
 }
@@ -94,7 +105,7 @@ pub struct Runtime {
 impl Runtime {
     /// Starts every actor on the current tokio runtime (the caller's: nothing global is
     /// created, and two runtimes on different cache dirs live side by side).
-    pub fn start(settings: RuntimeSettings) -> Result<Runtime, Error> {
+    pub async fn start(settings: RuntimeSettings) -> Result<Runtime, Error> {
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoTokioRuntime)?;
         let pool = hash_pool(settings.key_gen.threads)
             .map_err(|error| Error::Io(std::io::Error::other(error)))?;
@@ -118,13 +129,40 @@ impl Runtime {
             settings.flush_every,
             size * 4,
         );
-        let joins = vec![
+        let mut joins = vec![
             ("key generator", key_gen_join),
             ("memory tier", memory_join),
             ("stats", stats_join),
             ("disk tier", disk_join),
         ];
-        Ok(Runtime { key_gen, memory, disk, stats, joins: Mutex::new(joins) })
+        let remote = match settings.remote {
+            Some(remote_settings) => {
+                let client = RemoteClient::connect(remote_settings).await?;
+                let (remote, remote_join) = RemoteHandle::spawn(
+                    client,
+                    std::sync::Arc::clone(disk.store()),
+                    stats.clone(),
+                    size,
+                );
+                joins.push(("remote sync", remote_join));
+                Some(remote)
+            }
+            None => None,
+        };
+        Ok(Runtime {
+            key_gen,
+            memory,
+            disk,
+            stats,
+            remote,
+            upload_wait: settings.upload_wait,
+            joins: Mutex::new(joins),
+        })
+    }
+
+    /// The remote cache, when one is configured.
+    pub fn remote(&self) -> Option<&RemoteHandle> {
+        self.remote.as_ref()
     }
 
     /// The key generator.
@@ -154,16 +192,17 @@ impl Runtime {
             ("memory tier", self.memory.is_gone()),
             ("stats", self.stats.is_gone()),
             ("disk tier", self.disk.is_gone()),
+            ("remote sync", self.remote.as_ref().is_some_and(RemoteHandle::is_gone)),
         ];
         Health {
             gone: states.into_iter().filter(|(_, gone)| *gone).map(|(name, _)| name).collect(),
         }
     }
 
-    /// Stops every actor in order, flushing what they hold, and joins them. Calling it twice is
-    /// harmless. Reports the first actor that was already gone or panicked, after stopping the
-    /// rest.
-    pub async fn shutdown(&self) -> Result<(), Error> {
+    /// Stops every actor in order, flushing what they hold, and joins them; says how many
+    /// pending remote uploads finished or were dropped. Calling it twice is harmless. Reports the
+    /// first actor that was already gone or panicked, after stopping the rest.
+    pub async fn shutdown(&self) -> Result<RemoteShutdown, Error> {
         let mut first_error: Option<Error> = None;
         let mut note = |result: Result<(), Error>| {
             if let Err(error) = result {
@@ -177,6 +216,13 @@ impl Runtime {
         }
         note(self.key_gen.shutdown().await.map_err(Error::from));
         note(self.memory.shutdown().await.map_err(Error::from));
+        let mut uploads = RemoteShutdown::default();
+        if let Some(remote) = &self.remote {
+            match remote.shutdown(self.upload_wait).await {
+                Ok(outcome) => uploads = outcome,
+                Err(gone) => note(Err(gone.into())),
+            }
+        }
         note(self.stats.shutdown().await.map_err(Error::from));
         note(self.disk.shutdown().await.map_err(Error::from));
         let joins = std::mem::take(
@@ -187,6 +233,6 @@ impl Runtime {
                 note(Err(crate::error::ActorGone { actor }.into()));
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(uploads), Err)
     }
 }

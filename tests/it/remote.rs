@@ -1,1 +1,298 @@
-//! Remote cache tests against a real BuildGrid server.
+//! Remote cache tests against a real BuildGrid server: negotiation, round trips through batch
+//! calls and ByteStream, a dying server, a read-only server, and refused credentials.
+//!
+//! Each test starts its own server (nextest runs every test in its own process), so each
+//! covers a whole scenario rather than one assertion.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cuenv_actors::Digest;
+use cuenv_actors::disk::{BlobRead, DiskStore, RecordLookup, now_ms};
+use cuenv_actors::key_gen::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest};
+use cuenv_actors::remote::{DigestFunction, RemoteClient, RemoteError, UploadOutcome};
+use cuenv_actors::result::{ActionResult, LogRef, OutputFile, OutputSymlink};
+
+use crate::support::buildgrid::{BuildGrid, BuildGridOptions};
+use crate::support::{capture_warnings, disk_store};
+
+fn manifest(task: &str) -> KeyManifest {
+    let input = |path: &str, kind, content: &[u8]| InputFile {
+        path: path.to_owned(),
+        kind,
+        hash: Digest::of(content),
+        size: content.len() as u64,
+    };
+    KeyManifest {
+        format: KEY_FORMAT_VERSION,
+        task: task.to_owned(),
+        command: "make all".to_owned(),
+        args: vec!["--jobs".to_owned(), "2".to_owned()],
+        working_dir: "pkg".to_owned(),
+        env: BTreeMap::from([
+            ("CC".to_owned(), Digest::of(b"clang")),
+            ("A".to_owned(), Digest::of(b"1")),
+        ]),
+        inputs: InputPart::Files(vec![
+            input("Makefile", InputKind::File, b"all:\n"),
+            input("src/a/main.c", InputKind::File, b"int main;"),
+            input("src/b/gen.sh", InputKind::Executable, b"#!/bin/sh"),
+            input("src/link", InputKind::Symlink, b"a/main.c"),
+        ]),
+        outputs: vec!["out/**".to_owned()],
+        custom: BTreeMap::from([("target".to_owned(), "x86".to_owned())]),
+        dependencies: BTreeMap::new(),
+        cuenv_version: "test".to_owned(),
+        platform: "linux-x86_64".to_owned(),
+    }
+}
+
+/// Stores a result in `store` with one output file per `(path, content, executable)`.
+fn put_result(
+    store: &DiskStore,
+    task: &str,
+    files: &[(&str, Vec<u8>, bool)],
+) -> (Digest, ActionResult) {
+    let mut output_files: Vec<OutputFile> = files
+        .iter()
+        .map(|(path, content, executable)| OutputFile {
+            path: (*path).to_owned(),
+            digest: store.put_bytes(content).unwrap(),
+            size: content.len() as u64,
+            executable: *executable,
+        })
+        .collect();
+    output_files.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = manifest(task);
+    let digest = manifest.digest();
+    let result = ActionResult {
+        exit_code: 0,
+        stdout: store.log_ref(b"built".to_vec()).unwrap(),
+        stderr: store.log_ref(b"warning: ".repeat(40)).unwrap(),
+        output_files,
+        output_dirs: vec!["out".to_owned(), "out/empty".to_owned()],
+        output_symlinks: vec![OutputSymlink {
+            path: "out/latest".to_owned(),
+            target: "bin".to_owned(),
+        }],
+        executed_at_ms: now_ms(),
+        duration_ms: 1234,
+        manifest,
+        metadata: BTreeMap::from([("legacy".to_owned(), "hash".to_owned())]),
+    };
+    store.put_record(&digest, &result).unwrap();
+    (digest, result)
+}
+
+/// Asserts that `store` holds a verified record of `digest` equal to `expected`, with every
+/// blob readable and identical to the source store's.
+fn assert_same(store: &DiskStore, source: &DiskStore, digest: &Digest, expected: &ActionResult) {
+    match store.get_record(digest) {
+        RecordLookup::Hit(result) => assert_eq!(*result, *expected),
+        other => panic!("expected a stored record, got {other:?}"),
+    }
+    for (blob, _) in expected.blobs() {
+        let (BlobRead::Found(got), BlobRead::Found(want)) =
+            (store.read_blob(&blob), source.read_blob(&blob))
+        else {
+            panic!("blob {blob} is not readable in both stores");
+        };
+        assert_eq!(got, want);
+    }
+}
+
+#[tokio::test]
+async fn negotiates_capabilities_and_checks_a_server() {
+    let grid = BuildGrid::start(BuildGridOptions::default()).await;
+    let client = RemoteClient::connect(grid.settings()).await.unwrap();
+    let caps = client.capabilities().await.unwrap();
+    assert_eq!(caps.digest_function, DigestFunction::Sha256);
+    assert_eq!(caps.offered_digest_functions, ["SHA256"]);
+    assert_eq!(caps.server_max_batch_bytes, 4_193_280);
+    assert!(caps.max_batch_bytes < caps.server_max_batch_bytes && caps.max_batch_bytes > 3 << 20);
+    assert!(caps.update_enabled);
+    let report = client.check().await.unwrap();
+    assert_eq!(report.capabilities, caps);
+    assert!(report.probe_bytes > 0);
+
+    let mut wrong = grid.settings();
+    wrong.instance_name = "foo".to_owned();
+    let error = RemoteClient::connect(wrong).await.unwrap().check().await.unwrap_err();
+    assert!(matches!(error, RemoteError::UnknownInstance { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(r#"remote rejected instance name "foo": Invalid instance name"#),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn round_trips_a_result_through_the_remote() {
+    let grid = BuildGrid::start(BuildGridOptions::default()).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
+    let big: Vec<u8> = (0..5 * 1024 * 1024 + 7).map(|i: u32| (i % 251) as u8).collect();
+    let files = [
+        ("out/bin", b"\x7fELF binary".to_vec(), true),
+        ("out/small.txt", b"hello".to_vec(), false),
+        ("out/big.bin", big, false),
+        ("out/empty", Vec::new(), false),
+    ];
+    let (digest, result) = put_result(&store_a, "build", &files);
+    assert!(
+        matches!(result.stdout, LogRef::Inline(_)) && matches!(result.stderr, LogRef::Blob { .. })
+    );
+
+    let client = RemoteClient::connect(grid.settings()).await.unwrap();
+    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
+    let sent = client.counters().bytes_up;
+    assert!(sent > 5 << 20, "{sent}");
+    let downloaded = client.download(&digest, &result.manifest, &store_b).await.unwrap();
+    assert_eq!(downloaded.as_ref(), Some(&result));
+    assert_same(&store_b, &store_a, &digest, &result);
+
+    // A second upload finds every blob already there.
+    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
+    let other = manifest("never-ran");
+    assert_eq!(client.download(&other.digest(), &other, &store_b).await.unwrap(), None);
+    let counters = client.counters();
+    assert_eq!((counters.uploads, counters.hits, counters.misses, counters.errors), (2, 1, 1, 0));
+    assert_eq!(counters.bytes_up, sent);
+    assert!(counters.bytes_down > 5 << 20);
+
+    let error = client.download(&digest, &other, &store_b).await.unwrap_err();
+    assert!(matches!(error, RemoteError::KeyMismatch { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
+    let grid = BuildGrid::start(BuildGridOptions::default()).await;
+    let mut settings = grid.settings();
+    settings.tuning.max_batch_bytes = Some(4096);
+    let client = RemoteClient::connect(settings).await.unwrap();
+    assert_eq!(client.capabilities().await.unwrap().max_batch_bytes, 4096);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
+    let mut files: Vec<(String, Vec<u8>, bool)> =
+        (0..10).map(|i| (format!("out/part{i}"), vec![i as u8; 1500], false)).collect();
+    files.push(("out/large".to_owned(), (0..100_000u32).map(|i| (i % 13) as u8).collect(), false));
+    let files: Vec<(&str, Vec<u8>, bool)> =
+        files.iter().map(|(p, c, x)| (p.as_str(), c.clone(), *x)).collect();
+    let (digest, result) = put_result(&store_a, "chunks", &files);
+    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
+    let downloaded = client.download(&digest, &result.manifest, &store_b).await.unwrap();
+    assert_eq!(downloaded.as_ref(), Some(&result));
+    assert_same(&store_b, &store_a, &digest, &result);
+}
+
+#[tokio::test]
+async fn dead_server_fails_fast_and_opens_the_breaker() {
+    let mut grid = BuildGrid::start(BuildGridOptions::default()).await;
+    let client = RemoteClient::connect(grid.settings()).await.unwrap();
+    client.check().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_store(dir.path());
+    let manifest = manifest("offline");
+    let digest = manifest.digest();
+    grid.kill();
+
+    let (logs, _guard) = capture_warnings();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let error = client.download(&digest, &manifest, &store).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(matches!(error, RemoteError::Rpc { .. }), "{error:?}");
+        assert!(format!("{error:?}").contains("code: Unavailable"), "{error:?}");
+    }
+    assert!(client.circuit_open());
+    let started = Instant::now();
+    let error = client.download(&digest, &manifest, &store).await.unwrap_err();
+    assert!(matches!(error, RemoteError::CircuitOpen { .. }), "{error:?}");
+    assert_eq!(client.download_or_miss(&digest, &manifest, &store).await, None);
+    assert!(started.elapsed() < Duration::from_millis(50));
+    let counters = client.counters();
+    assert_eq!(
+        (counters.errors, counters.short_circuited, counters.hits, counters.misses),
+        (5, 2, 0, 0)
+    );
+
+    // After the cooldown one probe goes through; it fails and the breaker reopens quietly.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(client.download(&digest, &manifest, &store).await.is_err());
+    assert!(matches!(
+        client.download(&digest, &manifest, &store).await,
+        Err(RemoteError::CircuitOpen { .. })
+    ));
+    assert_eq!(logs.count("suspending remote calls"), 1, "{}", logs.text());
+
+    // Back up: the next probe closes the breaker; the restarted server's action cache is empty.
+    grid.restart().await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(client.download(&digest, &manifest, &store).await.unwrap(), None);
+    assert!(!client.circuit_open());
+    assert_eq!(client.counters().misses, 1);
+}
+
+#[tokio::test]
+async fn read_only_server_serves_downloads_and_skips_uploads() {
+    let options = BuildGridOptions {
+        instance_name: "main".to_owned(),
+        allow_updates: false,
+        writer_instance: Some("writer".to_owned()),
+        require_token: false,
+    };
+    let grid = BuildGrid::start(options).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
+    let (digest, result) =
+        put_result(&store_a, "shared", &[("out/lib.a", b"archive".to_vec(), false)]);
+    let mut writer_settings = grid.settings();
+    writer_settings.instance_name = "writer".to_owned();
+    let writer = RemoteClient::connect(writer_settings).await.unwrap();
+    assert_eq!(writer.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
+
+    let (logs, _guard) = capture_warnings();
+    let reader = RemoteClient::connect(grid.settings()).await.unwrap();
+    assert!(!reader.capabilities().await.unwrap().update_enabled);
+    let downloaded = reader.download(&digest, &result.manifest, &store_b).await.unwrap();
+    assert_eq!(downloaded.as_ref(), Some(&result));
+    for _ in 0..3 {
+        assert_eq!(
+            reader.upload(&digest, &result, &store_a).await.unwrap(),
+            UploadOutcome::Skipped
+        );
+    }
+    let counters = reader.counters();
+    assert_eq!(
+        (counters.hits, counters.uploads, counters.uploads_skipped, counters.errors),
+        (1, 0, 3, 0)
+    );
+    assert_eq!(logs.count("uploads are skipped: the server does not accept"), 1, "{}", logs.text());
+
+    let mut disabled = grid.settings();
+    disabled.upload_enabled = false;
+    let disabled = RemoteClient::connect(disabled).await.unwrap();
+    assert_eq!(disabled.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Skipped);
+    assert_eq!(logs.count("uploads are skipped: uploads are disabled"), 1, "{}", logs.text());
+}
+
+#[tokio::test]
+async fn refused_tokens_get_clear_errors() {
+    let options = BuildGridOptions { require_token: true, ..BuildGridOptions::default() };
+    let grid = BuildGrid::start(options).await;
+    for token in [None, Some("not-a-jwt".to_owned())] {
+        let mut settings = grid.settings();
+        settings.auth_token = token;
+        let error = RemoteClient::connect(settings).await.unwrap().check().await.unwrap_err();
+        assert!(matches!(error, RemoteError::Unauthenticated { .. }), "{error:?}");
+        assert!(error.to_string().contains("refused the credentials (UNAUTHENTICATED)"), "{error}");
+    }
+    let mut settings = grid.settings();
+    settings.auth_token = Some(grid.token());
+    let client = RemoteClient::connect(settings).await.unwrap();
+    client.check().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = disk_store(dir.path());
+    let (digest, result) = put_result(&store, "authed", &[("out/x", b"x".to_vec(), false)]);
+    assert_eq!(client.upload(&digest, &result, &store).await.unwrap(), UploadOutcome::Uploaded);
+}

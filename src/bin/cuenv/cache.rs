@@ -20,7 +20,7 @@ use crate::args::{CacheCommand, parse_duration};
 pub(crate) async fn cache(setup: &Setup, command: &CacheCommand) -> anyhow::Result<u8> {
     match command {
         CacheCommand::Validate => validate(setup),
-        CacheCommand::Test => self_test(&setup.config),
+        CacheCommand::Test => self_test(setup).await,
         CacheCommand::Stats { json } => stats(&setup.config, *json),
         CacheCommand::Gc { max_size, max_age } => {
             gc(&setup.config, max_size.as_deref(), max_age.as_deref())
@@ -82,8 +82,13 @@ fn open_store(config: &GlobalCacheConfig) -> anyhow::Result<DiskStore> {
         .with_context(|| format!("cannot open the cache directory {}", config.cache_dir.display()))
 }
 
-fn self_test(config: &GlobalCacheConfig) -> anyhow::Result<u8> {
-    let checks = crate::selftest::local(config);
+async fn self_test(setup: &Setup) -> anyhow::Result<u8> {
+    let config = &setup.config;
+    let mut checks = crate::selftest::local(config);
+    if let Some(remote) = config.remote_cache.as_ref().filter(|_| setup.flags.remote_cache_enabled)
+    {
+        checks.push(crate::selftest::remote(remote).await);
+    }
     let mut failed = 0;
     for (name, outcome) in &checks {
         match outcome {
@@ -96,6 +101,8 @@ fn self_test(config: &GlobalCacheConfig) -> anyhow::Result<u8> {
     }
     if config.remote_cache.is_none() {
         say("SKIP  remote cache: not configured");
+    } else if !setup.flags.remote_cache_enabled {
+        say("SKIP  remote cache: switched off by CUENV_REMOTE_CACHE");
     }
     Ok(u8::from(failed > 0))
 }

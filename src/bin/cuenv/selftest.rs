@@ -7,9 +7,35 @@ use std::path::Path;
 use cuenv::config::{GlobalCacheConfig, format_size};
 use cuenv_actors::disk::{BlobRead, DiskSettings, DiskStore, RecordLookup, now_ms};
 use cuenv_actors::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, hash_pool, platform};
+use cuenv_actors::remote::RemoteClient;
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
 
 type Check = (&'static str, Result<String, String>);
+
+/// The remote cache: capabilities, a probe blob written and read back, a lookup that must miss.
+pub(crate) async fn remote(config: &cuenv::config::RemoteCacheConfig) -> Check {
+    let settings = cuenv::manager::remote_settings(config);
+    let outcome = match RemoteClient::connect(settings).await {
+        Ok(client) => client.check().await,
+        Err(error) => Err(error),
+    };
+    let detail = outcome
+        .map(|report| {
+            let caps = &report.capabilities;
+            format!(
+                "{} (instance {:?}): digest {}, batch limit {}, result uploads {}; probe of {} B written and read back in {} ms",
+                report.endpoint,
+                report.instance_name,
+                caps.digest_function.name(),
+                format_size(caps.max_batch_bytes),
+                if caps.update_enabled { "allowed" } else { "refused by the server" },
+                report.probe_bytes,
+                report.elapsed.as_millis()
+            )
+        })
+        .map_err(|error| error.to_string());
+    ("remote cache", detail)
+}
 
 /// Every local check, in order; later checks are skipped when the store cannot be opened.
 pub(crate) fn local(config: &GlobalCacheConfig) -> Vec<Check> {

@@ -1,0 +1,406 @@
+//! Moving blobs to and from the remote CAS: batches for small blobs, ByteStream for big ones.
+//!
+//! Blobs whose data (plus an entry's overhead) fits the negotiated batch size travel in
+//! `BatchUpdateBlobs`/`BatchReadBlobs` calls packed up to that size; larger ones are streamed
+//! in 1 MiB chunks. Empty blobs never travel: REAPI servers hold them implicitly. Every blob
+//! read is checked against its remote digest before anyone sees it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+use bazel_remote_apis::google::bytestream::{ReadRequest, WriteRequest};
+use bazel_remote_apis::google::rpc;
+use tonic::{Code, Status};
+
+use super::negotiate::{BATCH_ENTRY_OVERHEAD, Capabilities};
+use super::{RemoteClient, RemoteError, counters};
+use crate::disk::{BlobRead, DiskStore};
+
+/// ByteStream chunks stay well under gRPC's 4 MiB message cap.
+const CHUNK: usize = 1024 * 1024;
+
+/// Digests per `FindMissingBlobs` call, so the request stays far below the message cap.
+const FIND_MISSING_CHUNK: usize = 8 * 1024;
+
+/// A blob to upload: its remote digest and where its bytes are.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) digest: reapi::Digest,
+    pub(crate) body: Body,
+}
+
+/// Where an outgoing blob's bytes are.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// In memory (small blobs, logs, protos).
+    Bytes(Vec<u8>),
+    /// In the local store under this blake3 digest; read again when its turn comes, so a big
+    /// upload holds one big blob in memory at a time.
+    Stored(crate::Digest),
+}
+
+/// How a set of blob reads ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    /// Every blob arrived, verified, and went to the sink.
+    All,
+    /// The remote lacks at least one blob.
+    Missing,
+    /// At least one blob did not match its digest.
+    Corrupt,
+}
+
+fn size_of(digest: &reapi::Digest) -> u64 {
+    u64::try_from(digest.size_bytes).unwrap_or(0)
+}
+
+/// Splits digests into batches under `limit` bytes and the ones too big for any batch.
+pub(super) fn plan(
+    digests: Vec<reapi::Digest>,
+    limit: u64,
+) -> (Vec<Vec<reapi::Digest>>, Vec<reapi::Digest>) {
+    let (mut batches, mut large, mut current, mut used) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for digest in digests {
+        let cost = size_of(&digest) + BATCH_ENTRY_OVERHEAD;
+        if cost > limit {
+            large.push(digest);
+            continue;
+        }
+        if used + cost > limit {
+            batches.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used += cost;
+        current.push(digest);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    (batches, large)
+}
+
+/// A per-blob status from a batch answer as a `tonic::Status`, `None` when it is OK.
+fn entry_status(status: Option<&rpc::Status>) -> Option<Status> {
+    let status = status.filter(|status| status.code != 0)?;
+    Some(Status::new(Code::from(status.code), status.message.clone()))
+}
+
+/// A random version-4 UUID, for ByteStream upload names.
+pub(super) fn uuid() -> String {
+    let bits = (fastrand::u128(..) & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+impl RemoteClient {
+    /// The prefix of resource names: `instance/`, or nothing for the default instance.
+    fn instance_prefix(&self) -> String {
+        match self.inner.settings.instance_name.as_str() {
+            "" => String::new(),
+            name => format!("{name}/"),
+        }
+    }
+
+    /// Uploads the blobs the remote lacks; returns the bytes sent.
+    pub(crate) async fn put_blobs(
+        &self,
+        caps: &Capabilities,
+        blobs: Vec<Outgoing>,
+        store: &DiskStore,
+    ) -> Result<u64, RemoteError> {
+        let mut seen = HashSet::new();
+        let blobs: Vec<Outgoing> = blobs
+            .into_iter()
+            .filter(|blob| blob.digest.size_bytes > 0 && seen.insert(blob.digest.hash.clone()))
+            .collect();
+        let missing = self.find_missing(caps, blobs.iter().map(|blob| blob.digest.clone())).await?;
+        let (mut batch, mut batch_size, mut sent) = (Vec::new(), 0, 0);
+        for blob in blobs.into_iter().filter(|blob| missing.contains(&blob.digest.hash)) {
+            let cost = size_of(&blob.digest) + BATCH_ENTRY_OVERHEAD;
+            let bytes = match blob.body {
+                Body::Bytes(bytes) => bytes,
+                Body::Stored(local) => read_local(store, &local)?,
+            };
+            sent += bytes.len() as u64;
+            if cost > caps.max_batch_bytes {
+                self.write_stream(caps, blob.digest, bytes).await?;
+                continue;
+            }
+            if batch_size + cost > caps.max_batch_bytes {
+                self.batch_update(caps, std::mem::take(&mut batch)).await?;
+                batch_size = 0;
+            }
+            batch_size += cost;
+            batch.push(reapi::batch_update_blobs_request::Request {
+                digest: Some(blob.digest),
+                data: bytes,
+                compressor: 0,
+            });
+        }
+        if !batch.is_empty() {
+            self.batch_update(caps, batch).await?;
+        }
+        counters::add(&self.inner.counters.bytes_up, sent);
+        Ok(sent)
+    }
+
+    /// The hashes among `digests` that the remote does not hold.
+    async fn find_missing(
+        &self,
+        caps: &Capabilities,
+        digests: impl Iterator<Item = reapi::Digest>,
+    ) -> Result<HashSet<String>, RemoteError> {
+        let digests: Vec<reapi::Digest> = digests.collect();
+        let mut missing = HashSet::new();
+        for chunk in digests.chunks(FIND_MISSING_CHUNK) {
+            let request = reapi::FindMissingBlobsRequest {
+                instance_name: self.inner.settings.instance_name.clone(),
+                blob_digests: chunk.to_vec(),
+                digest_function: caps.digest_function.proto(),
+            };
+            // REAPI remote_execution.proto: rpc FindMissingBlobs(FindMissingBlobsRequest).
+            let answer = self
+                .call("ContentAddressableStorage.FindMissingBlobs", |mut rpc| {
+                    let request = request.clone();
+                    async move { Ok(rpc.cas.find_missing_blobs(request).await?.into_inner()) }
+                })
+                .await?;
+            missing.extend(answer.missing_blob_digests.into_iter().map(|digest| digest.hash));
+        }
+        Ok(missing)
+    }
+
+    pub(crate) async fn batch_update(
+        &self,
+        caps: &Capabilities,
+        requests: Vec<reapi::batch_update_blobs_request::Request>,
+    ) -> Result<(), RemoteError> {
+        const RPC: &str = "ContentAddressableStorage.BatchUpdateBlobs";
+        let request = reapi::BatchUpdateBlobsRequest {
+            instance_name: self.inner.settings.instance_name.clone(),
+            requests,
+            digest_function: caps.digest_function.proto(),
+        };
+        // REAPI remote_execution.proto: rpc BatchUpdateBlobs(BatchUpdateBlobsRequest).
+        let answer = self
+            .call(RPC, |mut rpc| {
+                let request = request.clone();
+                async move { Ok(rpc.cas.batch_update_blobs(request).await?.into_inner()) }
+            })
+            .await?;
+        match answer.responses.iter().find_map(|entry| entry_status(entry.status.as_ref())) {
+            Some(status) => {
+                Err(RemoteError::from_status(RPC, &self.inner.settings.instance_name, status))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Streams one blob up with `ByteStream.Write`.
+    async fn write_stream(
+        &self,
+        caps: &Capabilities,
+        digest: reapi::Digest,
+        bytes: Vec<u8>,
+    ) -> Result<(), RemoteError> {
+        const RPC: &str = "ByteStream.Write";
+        let name = format!(
+            "{}uploads/{}/blobs/{}{}/{}",
+            self.instance_prefix(),
+            uuid(),
+            caps.digest_function.resource_segment(),
+            digest.hash,
+            digest.size_bytes
+        );
+        let data = Arc::new(bytes);
+        // google/bytestream/bytestream.proto: rpc Write(stream WriteRequest).
+        let answer = self
+            .call(RPC, |mut rpc| {
+                let requests = write_requests(name.clone(), Arc::clone(&data));
+                async move {
+                    Ok(rpc.byte_stream.write(tokio_stream::iter(requests)).await?.into_inner())
+                }
+            })
+            .await?;
+        if answer.committed_size != digest.size_bytes {
+            return Err(RemoteError::Protocol {
+                rpc: RPC,
+                reason: format!(
+                    "committed {} of {} bytes",
+                    answer.committed_size, digest.size_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fetches `digests`, verifies each, and hands it to `sink` (remote digest, bytes).
+    /// Empty blobs are handed over without a call.
+    pub(crate) async fn get_blobs(
+        &self,
+        caps: &Capabilities,
+        digests: Vec<reapi::Digest>,
+        sink: &mut impl FnMut(&reapi::Digest, Vec<u8>) -> std::io::Result<()>,
+    ) -> Result<Fetched, RemoteError> {
+        let mut seen = HashSet::new();
+        let mut wanted = Vec::new();
+        for digest in digests.into_iter().filter(|digest| seen.insert(digest.hash.clone())) {
+            if digest.size_bytes == 0 {
+                sink(&digest, Vec::new())?;
+            } else {
+                wanted.push(digest);
+            }
+        }
+        let (batches, large) = plan(wanted, caps.max_batch_bytes);
+        for batch in batches {
+            let outcome = self.batch_read(caps, batch, sink).await?;
+            if outcome != Fetched::All {
+                return Ok(outcome);
+            }
+        }
+        for digest in large {
+            let Some(bytes) = self.read_stream(caps, &digest).await? else {
+                return Ok(Fetched::Missing);
+            };
+            if !self.accept(caps, &digest, bytes, sink)? {
+                return Ok(Fetched::Corrupt);
+            }
+        }
+        Ok(Fetched::All)
+    }
+
+    /// Verifies one fetched blob and passes it on; `false` when it does not match.
+    fn accept(
+        &self,
+        caps: &Capabilities,
+        digest: &reapi::Digest,
+        bytes: Vec<u8>,
+        sink: &mut impl FnMut(&reapi::Digest, Vec<u8>) -> std::io::Result<()>,
+    ) -> Result<bool, RemoteError> {
+        counters::add(&self.inner.counters.bytes_down, bytes.len() as u64);
+        if bytes.len() as i64 != digest.size_bytes
+            || caps.digest_function.hash(&bytes) != digest.hash
+        {
+            tracing::warn!(blob = %digest.hash, "remote blob does not match its digest; treating the result as a miss");
+            return Ok(false);
+        }
+        sink(digest, bytes)?;
+        Ok(true)
+    }
+
+    async fn batch_read(
+        &self,
+        caps: &Capabilities,
+        digests: Vec<reapi::Digest>,
+        sink: &mut impl FnMut(&reapi::Digest, Vec<u8>) -> std::io::Result<()>,
+    ) -> Result<Fetched, RemoteError> {
+        const RPC: &str = "ContentAddressableStorage.BatchReadBlobs";
+        let request = reapi::BatchReadBlobsRequest {
+            instance_name: self.inner.settings.instance_name.clone(),
+            digests: digests.clone(),
+            acceptable_compressors: Vec::new(),
+            digest_function: caps.digest_function.proto(),
+        };
+        // REAPI remote_execution.proto: rpc BatchReadBlobs(BatchReadBlobsRequest).
+        let answer = self
+            .call(RPC, |mut rpc| {
+                let request = request.clone();
+                async move { Ok(rpc.cas.batch_read_blobs(request).await?.into_inner()) }
+            })
+            .await?;
+        let mut got = HashSet::new();
+        for entry in answer.responses {
+            let digest = entry.digest.unwrap_or_default();
+            if let Some(status) = entry_status(entry.status.as_ref()) {
+                if status.code() == Code::NotFound {
+                    return Ok(Fetched::Missing);
+                }
+                return Err(RemoteError::from_status(
+                    RPC,
+                    &self.inner.settings.instance_name,
+                    status,
+                ));
+            }
+            if !self.accept(caps, &digest, entry.data, sink)? {
+                return Ok(Fetched::Corrupt);
+            }
+            got.insert(digest.hash);
+        }
+        let complete = digests.iter().all(|digest| got.contains(&digest.hash));
+        Ok(if complete { Fetched::All } else { Fetched::Missing })
+    }
+
+    /// Streams one blob down with `ByteStream.Read`; `None` when the remote lacks it.
+    async fn read_stream(
+        &self,
+        caps: &Capabilities,
+        digest: &reapi::Digest,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        let name = format!(
+            "{}blobs/{}{}/{}",
+            self.instance_prefix(),
+            caps.digest_function.resource_segment(),
+            digest.hash,
+            digest.size_bytes
+        );
+        let expected = size_of(digest);
+        // google/bytestream/bytestream.proto: rpc Read(ReadRequest) returns (stream ReadResponse).
+        let read = self
+            .call("ByteStream.Read", |mut rpc| {
+                let request =
+                    ReadRequest { resource_name: name.clone(), read_offset: 0, read_limit: 0 };
+                async move {
+                    let mut stream = rpc.byte_stream.read(request).await?.into_inner();
+                    let mut data =
+                        Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(64 << 20));
+                    // Stop one byte past the expected size: verification then fails cheaply.
+                    while let Some(message) = stream.message().await? {
+                        data.extend_from_slice(&message.data);
+                        if data.len() as u64 > expected {
+                            break;
+                        }
+                    }
+                    Ok(data)
+                }
+            })
+            .await;
+        match read {
+            Ok(data) => Ok(Some(data)),
+            Err(error) if error.is_miss() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The requests of one `ByteStream.Write`, chunked lazily from the shared bytes.
+fn write_requests(
+    name: String,
+    data: Arc<Vec<u8>>,
+) -> impl Iterator<Item = WriteRequest> + Send + 'static {
+    let count = data.len().div_ceil(CHUNK).max(1);
+    (0..count).map(move |index| {
+        let start = index * CHUNK;
+        let end = (start + CHUNK).min(data.len());
+        WriteRequest {
+            resource_name: if index == 0 { name.clone() } else { String::new() },
+            write_offset: start as i64,
+            finish_write: index + 1 == count,
+            data: data[start..end].to_vec(),
+        }
+    })
+}
+
+/// A blob from the local store, verified.
+pub(crate) fn read_local(
+    store: &DiskStore,
+    digest: &crate::Digest,
+) -> Result<Vec<u8>, RemoteError> {
+    match store.read_blob(digest) {
+        BlobRead::Found(bytes) => Ok(bytes),
+        BlobRead::Missing | BlobRead::Corrupt => Err(RemoteError::LocalStore(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("blob {digest} is missing or damaged in the local store"),
+        ))),
+    }
+}

@@ -1,0 +1,197 @@
+//! Retries, deadlines, the in-flight limit and the circuit breaker: the wrapper every RPC
+//! goes through, so a slow or dead remote costs a task a few milliseconds, never a failure.
+//!
+//! - Transient codes (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`) are retried
+//!   with exponential backoff and ±50 % jitter, up to `tuning.attempts` attempts.
+//! - Each attempt holds an in-flight permit and runs under the per-RPC deadline.
+//! - The breaker counts RPCs that still fail after retries with a transient or broken-server
+//!   code. At `tuning.breaker_threshold` in a row it opens (one warning), refuses calls for
+//!   `tuning.breaker_cooldown`, then lets one probe through (half-open): success closes it,
+//!   failure reopens it quietly.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::error::{Meaning, meaning};
+use super::transport::Clients;
+use super::{RemoteClient, RemoteError, counters};
+
+/// The circuit breaker's state.
+#[derive(Debug)]
+enum State {
+    /// Calls go through; `failures` in a row so far.
+    Closed { failures: u32 },
+    /// Calls are refused until `until`.
+    Open { until: Instant },
+    /// One probe call went through at `since`; others are refused until it ends (or, if its
+    /// caller dropped it, until a cooldown has passed).
+    HalfOpen { since: Instant },
+}
+
+/// Stops calling a remote that keeps failing.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    /// A std mutex: it is held only to read or flip the state, never across an `.await`, so
+    /// a tokio mutex would only add cost.
+    state: Mutex<State>,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Breaker {
+            threshold: threshold.max(1),
+            cooldown,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Lets a call through, or says how long until one may try.
+    pub(crate) fn admit(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut state = self.state();
+        match *state {
+            State::Closed { .. } => Ok(()),
+            State::Open { until } if now < until => Err(until - now),
+            State::HalfOpen { since } if now < since + self.cooldown => {
+                Err(since + self.cooldown - now)
+            }
+            State::Open { .. } | State::HalfOpen { .. } => {
+                tracing::debug!("remote cache circuit half-open; probing");
+                *state = State::HalfOpen { since: now };
+                Ok(())
+            }
+        }
+    }
+
+    /// Notes a call that reached a working server.
+    pub(crate) fn succeeded(&self) {
+        let mut state = self.state();
+        if matches!(*state, State::HalfOpen { .. } | State::Open { .. }) {
+            tracing::info!("remote cache reachable again; resuming calls");
+        }
+        *state = State::Closed { failures: 0 };
+    }
+
+    /// Notes a call that failed for the server's (or the network's) sake.
+    pub(crate) fn failed(&self) {
+        let until = Instant::now() + self.cooldown;
+        let mut state = self.state();
+        match *state {
+            State::Closed { failures } if failures + 1 >= self.threshold => {
+                tracing::warn!(
+                    failures = failures + 1,
+                    cooldown = ?self.cooldown,
+                    "remote cache keeps failing; suspending remote calls"
+                );
+                *state = State::Open { until };
+            }
+            State::Closed { failures } => *state = State::Closed { failures: failures + 1 },
+            State::HalfOpen { .. } | State::Open { .. } => {
+                tracing::debug!("remote cache probe failed; circuit stays open");
+                *state = State::Open { until };
+            }
+        }
+    }
+
+    /// Whether calls are being refused right now.
+    pub(crate) fn is_open(&self) -> bool {
+        !matches!(*self.state(), State::Closed { .. })
+    }
+}
+
+/// `delay` scaled by a random factor in [0.5, 1.5).
+fn jittered(delay: Duration) -> Duration {
+    delay.mul_f64(0.5 + fastrand::f64())
+}
+
+impl RemoteClient {
+    /// Runs one RPC through the breaker, the in-flight limit, the deadline and retries.
+    /// `attempt` is called once per attempt with the clients and must make the whole call
+    /// (a stream included) in its future.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        mut attempt: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let inner = &self.inner;
+        if let Err(retry_in) = inner.breaker.admit() {
+            counters::bump(&inner.counters.short_circuited);
+            return Err(RemoteError::CircuitOpen { retry_in });
+        }
+        let tuning = &inner.settings.tuning;
+        let mut delay = tuning.base_delay;
+        let mut attempts = 1;
+        loop {
+            let status = match self.attempt(&mut attempt).await {
+                Ok(value) => {
+                    inner.breaker.succeeded();
+                    return Ok(value);
+                }
+                Err(status) => status,
+            };
+            let meaning = meaning(status.code());
+            if meaning == Meaning::Transient && attempts < tuning.attempts {
+                tracing::debug!(rpc, code = ?status.code(), attempts, "remote call failed; retrying");
+                tokio::time::sleep(jittered(delay)).await;
+                delay = delay.saturating_mul(2);
+                attempts += 1;
+                continue;
+            }
+            match meaning {
+                Meaning::Transient | Meaning::Broken => inner.breaker.failed(),
+                Meaning::Miss | Meaning::Rejected => inner.breaker.succeeded(),
+            }
+            return Err(RemoteError::from_status(rpc, &inner.settings.instance_name, status));
+        }
+    }
+
+    /// One attempt: a permit, then the call under the deadline.
+    async fn attempt<T, F, Fut>(&self, attempt: &mut F) -> Result<T, Status>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let inner = &self.inner;
+        let _permit = inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Status::cancelled("the remote client is shutting down"))?;
+        let timeout = inner.settings.timeout;
+        match tokio::time::timeout(timeout, attempt(inner.rpc.clone())).await {
+            Ok(outcome) => outcome.map_err(transport_is_unavailable),
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {timeout:?}"))),
+        }
+    }
+}
+
+/// tonic reports a connection that broke mid-call (the server died, a proxy reset it) as
+/// `UNKNOWN` "transport error"; it means the server is unreachable, so it becomes
+/// `UNAVAILABLE` (retried, counted by the breaker) with the cause in the message.
+fn transport_is_unavailable(status: Status) -> Status {
+    let Some(source) = std::error::Error::source(&status) else { return status };
+    if status.code() != tonic::Code::Unknown || !source.is::<tonic::transport::Error>() {
+        return status;
+    }
+    let mut message = status.message().to_owned();
+    let mut cause = Some(source);
+    while let Some(error) = cause {
+        message = format!("{message}: {error}");
+        cause = error.source();
+    }
+    Status::unavailable(message)
+}

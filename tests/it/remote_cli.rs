@@ -1,0 +1,282 @@
+//! The remote cache through `cuenv run` and `cuenv cache test`, against a real BuildGrid:
+//! a second machine replays everything, a server dying mid-run, a read-only server, and
+//! refused credentials or a wrong instance name.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::buildgrid::{BuildGrid, BuildGridOptions};
+
+const GRAPH: &str = r#"
+[tasks.gen]
+command = "echo gen >> \"$RUNS_LOG\"; mkdir -p out && printf 'generated\n' > out/gen.txt && printf '#!/bin/sh\necho tool\n' > out/tool.sh && chmod +x out/tool.sh && ln -sf gen.txt out/latest.txt && echo 'gen done'"
+inputs = ["src/**"]
+outputs = ["out/gen.txt", "out/tool.sh", "out/latest.txt"]
+
+[tasks.build]
+command = "echo build >> \"$RUNS_LOG\"; mkdir -p dist && cat out/gen.txt src/*.txt > dist/app.txt && echo 'build done' && echo 'a warning' >&2"
+inputs = ["src/**", "out/gen.txt"]
+outputs = ["dist/**"]
+dependencies = ["gen"]
+
+[tasks.test]
+command = "echo test >> \"$RUNS_LOG\"; grep -q generated dist/app.txt && echo 'tests passed'"
+inputs = ["dist/**"]
+dependencies = ["build"]
+"#;
+
+/// One "machine": a project directory, a cache directory and a config directory.
+struct Machine {
+    _dirs: tempfile::TempDir,
+    project: PathBuf,
+    cache: PathBuf,
+    config: PathBuf,
+    runs: PathBuf,
+}
+
+impl Machine {
+    fn new() -> Self {
+        let dirs = tempfile::tempdir().unwrap();
+        let project = dirs.path().join("project");
+        fs::create_dir_all(project.join("src")).unwrap();
+        fs::write(project.join("cuenv.toml"), GRAPH).unwrap();
+        fs::write(project.join("src/a.txt"), "alpha\n").unwrap();
+        fs::write(project.join("src/b.txt"), "beta\n").unwrap();
+        let config = dirs.path().join("config");
+        fs::create_dir_all(&config).unwrap();
+        Machine {
+            project,
+            cache: dirs.path().join("cache"),
+            config,
+            runs: dirs.path().join("runs.log"),
+            _dirs: dirs,
+        }
+    }
+
+    /// Writes the cache config JSON and returns its path.
+    fn remote_config(&self, json: &str) -> PathBuf {
+        let path = self.config.join("cache.json");
+        fs::write(&path, json).unwrap();
+        path
+    }
+
+    fn command(&self, endpoint: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cuenv"));
+        command
+            .args(args)
+            .current_dir(&self.project)
+            .env("CUENV_CACHE_DIR", &self.cache)
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env("RUNS_LOG", &self.runs)
+            .env("CUENV_REMOTE_CACHE_URL", endpoint)
+            .env_remove("CUENV_CACHE_CONFIG")
+            .env_remove("CUENV_CACHE_MODE")
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    fn run(&self, endpoint: &str, args: &[&str]) -> Output {
+        self.command(endpoint, args).output().unwrap()
+    }
+
+    fn runs(&self) -> Vec<String> {
+        fs::read_to_string(&self.runs).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_machine_replays_every_task_from_the_remote() {
+    let server = BuildGrid::start(BuildGridOptions::default()).await;
+    let endpoint = server.endpoint();
+    let a = Machine::new();
+    let first = a.run(&endpoint, &["run", "test"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert_eq!(a.runs(), ["gen", "build", "test"]);
+
+    // Machine B: an empty cache, the same sources at another path.
+    let b = Machine::new();
+    fs::remove_dir_all(&b.project).unwrap();
+    copy_tree(&a.project.join("src"), &b.project.join("src"));
+    fs::copy(a.project.join("cuenv.toml"), b.project.join("cuenv.toml")).unwrap();
+    let second = b.run(&endpoint, &["run", "test"]);
+    let stderr = text(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(b.runs().is_empty(), "machine B executed {:?}\n{stderr}", b.runs());
+    assert_eq!(stderr.matches("cache hit (remote)").count(), 3, "{stderr}");
+    assert!(text(&second.stdout).contains("tests passed"), "logs are replayed");
+    assert!(stderr.contains("a warning"), "stderr is replayed too: {stderr}");
+    for path in ["out/gen.txt", "out/tool.sh", "dist/app.txt"] {
+        assert_eq!(
+            fs::read(b.project.join(path)).unwrap(),
+            fs::read(a.project.join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    let mode = fs::metadata(b.project.join("out/tool.sh")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o111, 0o111, "executable bit restored");
+    assert_eq!(fs::read_link(b.project.join("out/latest.txt")).unwrap(), Path::new("gen.txt"));
+
+    // B's local cache now has everything: a third run hits locally without the server.
+    drop(server);
+    let third = b.run("grpc://127.0.0.1:1", &["run", "test"]);
+    assert!(third.status.success());
+    assert_eq!(
+        text(&third.stderr).matches("cache hit (local)").count(),
+        3,
+        "{}",
+        text(&third.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_run_never_fails_the_run() {
+    let mut server = BuildGrid::start(BuildGridOptions::default()).await;
+    let machine = Machine::new();
+    let chain: String = (1..=6)
+        .map(|i| {
+            let deps = if i > 1 { format!("dependencies = [\"t{}\"]", i - 1) } else { String::new() };
+            format!(
+                "[tasks.t{i}]\ncommand = \"sleep 0.3; echo t{i} >> \\\"$RUNS_LOG\\\"; mkdir -p out && echo {i} > out/t{i}.txt\"\noutputs = [\"out/t{i}.txt\"]\n{deps}\n\n"
+            )
+        })
+        .collect();
+    fs::write(machine.project.join("cuenv.toml"), chain).unwrap();
+    let child = machine
+        .command(&server.endpoint(), &["run", "t6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill();
+    let output =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(machine.runs(), ["t1", "t2", "t3", "t4", "t5", "t6"]);
+    for i in 1..=6 {
+        assert_eq!(
+            fs::read_to_string(machine.project.join(format!("out/t{i}.txt"))).unwrap(),
+            format!("{i}\n")
+        );
+    }
+    assert_eq!(
+        stderr.matches("suspending remote calls").count(),
+        1,
+        "the breaker opens once: {stderr}"
+    );
+    let stats = machine.run("grpc://127.0.0.1:1", &["cache", "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(stats["total"]["remote_errors"].as_u64().unwrap() > 0, "{stats}");
+}
+
+#[tokio::test]
+async fn a_read_only_server_serves_hits_and_uploads_are_skipped_with_one_warning() {
+    let options = BuildGridOptions {
+        allow_updates: false,
+        writer_instance: Some("writer".into()),
+        ..BuildGridOptions::default()
+    };
+    let server = BuildGrid::start(options).await;
+    let endpoint = server.endpoint();
+    // CI fills the cache through the writer instance.
+    let ci = Machine::new();
+    let config = ci.remote_config(&format!(
+        r#"{{"remote_cache": {{"endpoint": "{endpoint}", "instance_name": "writer"}}}}"#
+    ));
+    let seeded = ci
+        .command(&endpoint, &["--cache-config", config.to_str().unwrap(), "run", "test"])
+        .output()
+        .unwrap();
+    assert!(seeded.status.success(), "{}", text(&seeded.stderr));
+
+    // A developer reads through the read-only instance: hits work.
+    let dev = Machine::new();
+    let hits = dev.run(&endpoint, &["run", "test"]);
+    let stderr = text(&hits.stderr);
+    assert!(hits.status.success(), "{stderr}");
+    assert!(dev.runs().is_empty(), "{stderr}");
+    assert_eq!(stderr.matches("cache hit (remote)").count(), 3, "{stderr}");
+
+    // A new result is not uploaded: one warning, the run succeeds.
+    fs::write(dev.project.join("src/a.txt"), "changed\n").unwrap();
+    let changed = dev.run(&endpoint, &["run", "test"]);
+    let stderr = text(&changed.stderr);
+    assert!(changed.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("uploads are skipped").count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() {
+    let server =
+        BuildGrid::start(BuildGridOptions { require_token: true, ..BuildGridOptions::default() })
+            .await;
+    let endpoint = server.endpoint();
+    let machine = Machine::new();
+    let bad_token = machine.remote_config(&format!(
+        r#"{{"remote_cache": {{"endpoint": "{endpoint}", "auth_token": "garbage"}}}}"#
+    ));
+    let test = machine
+        .command(&endpoint, &["--cache-config", bad_token.to_str().unwrap(), "cache", "test"])
+        .output()
+        .unwrap();
+    let stdout = text(&test.stdout);
+    assert_eq!(test.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  remote cache:") && stdout.contains("UNAUTHENTICATED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS  write, read, verify, remove a probe entry"),
+        "local checks still run: {stdout}"
+    );
+    let run = machine
+        .command(&endpoint, &["--cache-config", bad_token.to_str().unwrap(), "run", "test"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(machine.runs(), ["gen", "build", "test"]);
+
+    let good = server.token();
+    let wrong_instance = machine.remote_config(&format!(
+        r#"{{"remote_cache": {{"endpoint": "{endpoint}", "auth_token": "{good}", "instance_name": "nope"}}}}"#
+    ));
+    let test = machine
+        .command(&endpoint, &["--cache-config", wrong_instance.to_str().unwrap(), "cache", "test"])
+        .output()
+        .unwrap();
+    let stdout = text(&test.stdout);
+    assert_eq!(test.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("remote rejected instance name \"nope\""), "{stdout}");
+
+    let right = machine.remote_config(&format!(
+        r#"{{"remote_cache": {{"endpoint": "{endpoint}", "auth_token": "{good}"}}}}"#
+    ));
+    let test = machine
+        .command(&endpoint, &["--cache-config", right.to_str().unwrap(), "cache", "test"])
+        .output()
+        .unwrap();
+    let stdout = text(&test.stdout);
+    assert_eq!(test.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS  remote cache:") && stdout.contains("digest SHA256"), "{stdout}");
+}
