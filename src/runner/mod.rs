@@ -57,6 +57,9 @@ pub enum TaskStatus {
     Shared,
     /// Executed and exited non-zero, or could not run.
     Failed(String),
+    /// The task is misconfigured in a way only visible when it is about to run (a literal
+    /// input that does not exist, an input outside the project): a configuration error.
+    Invalid(String),
     /// Not run: a dependency failed, or the run stopped after a failure.
     Skipped,
     /// Killed by Ctrl-C.
@@ -90,13 +93,18 @@ pub struct RunReport {
 impl RunReport {
     /// The first failed task, if any.
     pub fn first_failure(&self) -> Option<&TaskReport> {
-        self.tasks.iter().find(|task| matches!(task.status, TaskStatus::Failed(_)))
+        self.tasks
+            .iter()
+            .find(|task| matches!(task.status, TaskStatus::Failed(_) | TaskStatus::Invalid(_)))
     }
 
-    /// The process exit code: 130 after Ctrl-C, 1 after a failure, else 0.
+    /// The process exit code: 130 after Ctrl-C, 2 after a configuration error, 1 after a
+    /// failure, else 0.
     pub fn exit_code(&self) -> u8 {
         if self.interrupted {
             130
+        } else if self.tasks.iter().any(|t| matches!(t.status, TaskStatus::Invalid(_))) {
+            2
         } else if self.first_failure().is_some()
             || self.tasks.iter().any(|t| t.status == TaskStatus::Skipped)
         {
@@ -228,6 +236,8 @@ async fn run_task(
         Err(error) => {
             let status = if *context.cancel.borrow() {
                 TaskStatus::Interrupted
+            } else if is_configuration_error(&error) {
+                TaskStatus::Invalid(error.to_string())
             } else {
                 TaskStatus::Failed(error.to_string())
             };
@@ -236,10 +246,27 @@ async fn run_task(
     };
     match &status {
         TaskStatus::Failed(reason) => context.printer.note(&name, &format!("failed: {reason}")),
+        TaskStatus::Invalid(reason) => context.printer.note(&name, &format!("error: {reason}")),
         TaskStatus::Interrupted => context.printer.note(&name, "interrupted"),
         _ => {}
     }
     TaskReport { name, status, digest, saved_ms }
+}
+
+/// Errors that name a mistake in the task file rather than a failure of the task.
+fn is_configuration_error(error: &Error) -> bool {
+    use cuenv_actors::key_gen::KeyError;
+    match error {
+        Error::Runtime(runtime) => matches!(
+            &**runtime,
+            cuenv_actors::Error::Key(
+                KeyError::MissingInput { .. }
+                    | KeyError::InvalidGlob { .. }
+                    | KeyError::OutsideRoot { .. }
+            )
+        ),
+        _ => false,
+    }
 }
 
 fn summarize(printer: &Printer, report: &RunReport) {
@@ -247,7 +274,7 @@ fn summarize(printer: &Printer, report: &RunReport) {
         |wanted: fn(&TaskStatus) -> bool| report.tasks.iter().filter(|t| wanted(&t.status)).count();
     let cached = count(|s| matches!(s, TaskStatus::Cached(_)));
     let executed = count(|s| matches!(s, TaskStatus::Executed | TaskStatus::Shared));
-    let failed = count(|s| matches!(s, TaskStatus::Failed(_)));
+    let failed = count(|s| matches!(s, TaskStatus::Failed(_) | TaskStatus::Invalid(_)));
     let skipped = count(|s| matches!(s, TaskStatus::Skipped | TaskStatus::Interrupted));
     let saved: u64 = report.tasks.iter().map(|t| t.saved_ms).sum();
     let total = report.tasks.len();
@@ -262,10 +289,13 @@ fn summarize(printer: &Printer, report: &RunReport) {
         human(report.wall),
         human(Duration::from_millis(saved))
     ));
-    if let Some(failure) = report.first_failure()
-        && let TaskStatus::Failed(reason) = &failure.status
-    {
-        printer.summary(&format!(" Failed: task \"{}\": {reason}", failure.name));
+    match report.first_failure().map(|failure| (&failure.name, &failure.status)) {
+        Some((name, TaskStatus::Failed(reason))) => {
+            printer.summary(&format!(" Failed: task \"{name}\": {reason}"))
+        }
+        // Configuration errors already name their task.
+        Some((_, TaskStatus::Invalid(reason))) => printer.summary(&format!(" Error:  {reason}")),
+        _ => {}
     }
     if report.interrupted {
         printer.summary(" Interrupted: running tasks were stopped; completed results are saved");

@@ -43,7 +43,7 @@ impl DiskStore {
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<Digest> {
         let digest = Digest::of(bytes);
         let target = self.layout.blob(&digest);
-        if touch(&target) {
+        if self.existing_is_intact(&target, &digest, bytes.len() as u64) {
             return Ok(digest);
         }
         fsio::write_atomic_via(&self.layout.tmp(), &target, bytes, self.settings.fsync)?;
@@ -83,7 +83,7 @@ impl DiskStore {
 
     fn publish_temp(&self, temp: &Path, digest: &Digest, len: u64) -> io::Result<()> {
         let target = self.layout.blob(digest);
-        if touch(&target) {
+        if self.existing_is_intact(&target, digest, len) {
             return fs::remove_file(temp);
         }
         fs::set_permissions(temp, fs::Permissions::from_mode(0o644))?;
@@ -175,15 +175,22 @@ impl DiskStore {
     }
 }
 
-/// Marks an existing file as just written. `false` if it does not exist.
-fn touch(path: &Path) -> bool {
-    match File::open(path) {
-        Ok(file) => {
-            if let Err(error) = file.set_modified(SystemTime::now()) {
-                tracing::debug!(path = %path.display(), %error, "cannot touch an existing blob");
-            }
-            true
+impl DiskStore {
+    /// Whether a blob is already stored intact under `digest`: then it is touched (so gc's
+    /// grace period covers it while the record naming it is written) and need not be written
+    /// again. A damaged copy (another size, other content) is reported as absent, so the caller
+    /// replaces it with the good bytes it has in hand.
+    fn existing_is_intact(&self, target: &Path, digest: &Digest, len: u64) -> bool {
+        let Ok(file) = File::open(target) else { return false };
+        let intact = file.metadata().is_ok_and(|metadata| metadata.len() == len)
+            && self.pool.install(|| hash_open_file(&file, len)).is_ok_and(|found| found == *digest);
+        if !intact {
+            tracing::debug!(path = %target.display(), "replacing a damaged blob");
+            return false;
         }
-        Err(_) => false,
+        if let Err(error) = file.set_modified(SystemTime::now()) {
+            tracing::debug!(path = %target.display(), %error, "cannot touch an existing blob");
+        }
+        true
     }
 }

@@ -414,3 +414,27 @@ fn last_digest_per_task() {
     assert_eq!(store.last("/proj", "build"), Some(digest));
     assert_eq!(store.last("/other", "build"), None);
 }
+
+#[test]
+fn storing_again_repairs_a_damaged_blob() {
+    let (cache, source) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = store(cache.path());
+    let small = b"small output".to_vec();
+    let large: Vec<u8> = (0..400_000u32).map(|i| (i % 13) as u8).collect();
+    let small_digest = store.put_bytes(&small).unwrap();
+    let path = source.path().join("large.bin");
+    fs::write(&path, &large).unwrap();
+    let (large_digest, _) = store.put_file(&path).unwrap();
+    for (digest, len) in [(small_digest, small.len()), (large_digest, large.len())] {
+        let blob = store.layout().blob(&digest);
+        let mut bytes = fs::read(&blob).unwrap();
+        bytes[len / 2] ^= 1;
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&blob, bytes).unwrap();
+    }
+    // Storing the same content again must not trust the damaged copies.
+    store.put_bytes(&small).unwrap();
+    store.put_file(&path).unwrap();
+    assert_eq!(store.read_blob(&small_digest), BlobRead::Found(small));
+    assert_eq!(store.read_blob(&large_digest), BlobRead::Found(large));
+}

@@ -1,0 +1,876 @@
+//! End to end: the built `cuenv` binary run on temporary projects, each with its own cache
+//! directory, config directory and home. Every task appends its name to `$STATE/runs.log`, a
+//! directory outside the project (so never an input or an output), which counts executions.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// One temporary project: `root/` holds `cuenv.toml`; the cache, config, home and state
+/// directories sit beside it.
+struct Project {
+    dir: TempDir,
+}
+
+/// What one `cuenv` invocation did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, showing both streams when it differs.
+    #[track_caller]
+    fn expect(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        self.expect(0)
+    }
+
+    /// Whether the run reported a cache hit for `task` on stderr.
+    fn hit(&self, task: &str) -> bool {
+        self.stderr.lines().any(|line| {
+            line.contains("cache hit")
+                && (line.starts_with(&format!("{task}:")) || line.starts_with(&format!("{task} ")))
+        })
+    }
+}
+
+/// `echo NAME >> runs.log`: the shell text that records one execution of `name`.
+fn mark(name: &str) -> String {
+    format!("echo {name} >> \"$STATE/runs.log\"")
+}
+
+/// Sleeps the test thread; only used to poll for a condition or to space out file edits.
+#[allow(clippy::disallowed_methods)]
+fn pause(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+impl Project {
+    fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["root", "cache", "config", "home", "state", "xdg-cache"] {
+            fs::create_dir_all(dir.path().join(sub)).expect("create dir");
+        }
+        let project = Project { dir };
+        project.write("cuenv.toml", toml);
+        project
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root().join(relative)
+    }
+
+    fn write(&self, relative: &str, content: &str) {
+        let path = self.path(relative);
+        fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
+        fs::write(path, content).expect("write file");
+    }
+
+    fn read(&self, relative: &str) -> String {
+        fs::read_to_string(self.path(relative))
+            .unwrap_or_else(|error| panic!("read {relative}: {error}"))
+    }
+
+    /// How many times `task` executed.
+    fn runs(&self, task: &str) -> usize {
+        fs::read_to_string(self.state().join("runs.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| *line == task)
+            .count()
+    }
+
+    /// `cuenv ARGS` in the project root, with a clean environment plus `env`.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cuenv"));
+        command
+            .args(args)
+            .current_dir(self.root())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env("HOME", self.dir.path().join("home"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_CACHE_HOME", self.dir.path().join("xdg-cache"))
+            .env("CUENV_CACHE_DIR", self.cache())
+            .env("STATE", self.state())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.command(args, env).output().expect("run cuenv").into()
+    }
+
+    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cuenv")
+    }
+
+    /// Every regular file under `sub` of the cache's store (`v1/cas`, `v1/ac`).
+    fn store_files(&self, sub: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            let Ok(entries) = fs::read_dir(dir) else { return };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.cache().join("v1").join(sub), &mut found);
+        found
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).expect("metadata").permissions().mode() & 0o111 != 0
+}
+
+// 1.
+#[test]
+fn a_hit_skips_execution() {
+    let p = Project::new(&format!(
+        "[tasks.build]\ncommand = '{}; echo built > out.txt'\ninputs = [\"src.txt\"]\noutputs = [\"out.txt\"]\n",
+        mark("build")
+    ));
+    p.write("src.txt", "v1");
+    let first = p.run(&["run", "build"]).ok();
+    assert!(!first.hit("build"), "{}", first.stderr);
+    assert!(first.stderr.contains("1 executed"), "{}", first.stderr);
+    let second = p.run(&["run", "build"]).ok();
+    assert_eq!(p.runs("build"), 1, "the second run must not execute");
+    assert!(second.hit("build"), "{}", second.stderr);
+    assert!(second.stderr.contains("0 executed, 1 cached"), "{}", second.stderr);
+    assert_eq!(p.read("out.txt"), "built\n");
+}
+
+// 2.
+#[test]
+fn outputs_are_restored_after_deletion() {
+    let p = Project::new(&format!(
+        r#"[tasks.build]
+script = '''
+{}
+mkdir -p dist/nested/deeper
+printf 'bin\000ary\377\n' > dist/data.bin
+seq 1 3000 > dist/nested/deeper/big.txt
+printf '#!/bin/sh\necho tool\n' > dist/tool.sh
+chmod 755 dist/tool.sh
+ln -s nested/deeper/big.txt dist/link
+'''
+inputs = ["src.txt"]
+outputs = ["dist"]
+"#,
+        mark("build")
+    ));
+    p.write("src.txt", "v1");
+    p.run(&["run", "build"]).ok();
+    let read = |rel: &str| fs::read(p.path(rel)).expect("read output");
+    let data = read("dist/data.bin");
+    let big = read("dist/nested/deeper/big.txt");
+    let tool = read("dist/tool.sh");
+    assert_eq!(data, b"bin\0ary\xff\n");
+    fs::remove_dir_all(p.path("dist")).expect("remove outputs");
+
+    let hit = p.run(&["run", "build"]).ok();
+    assert!(hit.hit("build"), "{}", hit.stderr);
+    assert_eq!(p.runs("build"), 1);
+    assert_eq!(read("dist/data.bin"), data);
+    assert_eq!(read("dist/nested/deeper/big.txt"), big);
+    assert_eq!(read("dist/tool.sh"), tool);
+    assert!(is_executable(&p.path("dist/tool.sh")), "the executable bit is restored");
+    assert!(!is_executable(&p.path("dist/data.bin")));
+    let link = p.path("dist/link");
+    assert!(fs::symlink_metadata(&link).expect("link").file_type().is_symlink());
+    assert_eq!(fs::read_link(&link).expect("readlink"), Path::new("nested/deeper/big.txt"));
+    assert_eq!(read("dist/link"), big);
+}
+
+// 3.
+#[test]
+fn stdout_and_stderr_are_replayed_on_a_hit() {
+    let p = Project::new(&format!(
+        "[tasks.talk]\ncommand = '{}; echo to-stdout; echo to-stderr >&2'\n",
+        mark("talk")
+    ));
+    let first = p.run(&["run", "talk"]).ok();
+    assert!(first.stdout.contains("to-stdout") && first.stderr.contains("to-stderr"));
+    let second = p.run(&["run", "talk"]).ok();
+    assert_eq!(p.runs("talk"), 1);
+    assert!(second.hit("talk"), "marked as a cache hit: {}", second.stderr);
+    assert_eq!(second.stdout.lines().collect::<Vec<_>>(), ["to-stdout"]);
+    assert!(second.stderr.lines().any(|line| line == "to-stderr"), "{}", second.stderr);
+    assert!(!second.stdout.contains("to-stderr") && !second.stderr.contains("to-stdout"));
+}
+
+// 4.
+#[test]
+fn an_input_change_misses_and_reverting_it_hits() {
+    let p = Project::new(&format!(
+        "[tasks.build]\ncommand = '{}; cat src/a.txt > out.txt'\ninputs = [\"src/**/*.txt\"]\noutputs = [\"out.txt\"]\n",
+        mark("build")
+    ));
+    p.write("src/a.txt", "one");
+    p.run(&["run", "build"]).ok();
+    p.write("src/a.txt", "two!");
+    let changed = p.run(&["run", "build"]).ok();
+    assert!(!changed.hit("build"));
+    assert_eq!(p.runs("build"), 2);
+    assert_eq!(p.read("out.txt"), "two!");
+    p.write("src/a.txt", "one");
+    let reverted = p.run(&["run", "build"]).ok();
+    assert!(reverted.hit("build"), "{}", reverted.stderr);
+    assert_eq!(p.runs("build"), 2);
+    assert_eq!(p.read("out.txt"), "one", "the output of the first run is restored");
+    // A new file matching the glob is an input too.
+    p.write("src/deep/b.txt", "new");
+    p.run(&["run", "build"]).ok();
+    assert_eq!(p.runs("build"), 3);
+}
+
+// 5.
+#[test]
+fn included_env_vars_miss_when_changed_and_others_hit() {
+    let p = Project::new(&format!(
+        r#"[tasks.global]
+command = '{}'
+[tasks.node]
+command = '{}'
+cacheConfig = {{ envInclude = ["NODE_ENV"] }}
+[tasks.excluded]
+command = '{}'
+cacheConfig = {{ envExclude = ["CUENV_PROFILE"] }}
+"#,
+        mark("global"),
+        mark("node"),
+        mark("excluded")
+    ));
+    let all = ["run", "--all"];
+    let env = |profile: &'static str, node: &'static str, other: &'static str| {
+        [("CUENV_PROFILE", profile), ("NODE_ENV", node), ("UNLISTED", other)]
+    };
+    p.run_env(&all, &env("dev", "development", "a")).ok();
+    let counts = || (p.runs("global"), p.runs("node"), p.runs("excluded"));
+    assert_eq!(counts(), (1, 1, 1));
+    // An unlisted variable is not part of any key.
+    p.run_env(&all, &env("dev", "development", "b")).ok();
+    assert_eq!(counts(), (1, 1, 1));
+    // CUENV_* is in the default include list; `node` replaced the list, `excluded` excludes it.
+    p.run_env(&all, &env("prod", "development", "b")).ok();
+    assert_eq!(counts(), (2, 1, 1));
+    // NODE_ENV is only in `node`'s list.
+    p.run_env(&all, &env("prod", "production", "b")).ok();
+    assert_eq!(counts(), (2, 2, 1));
+    // Back to a known combination: every task hits.
+    p.run_env(&all, &env("dev", "development", "c")).ok();
+    assert_eq!(counts(), (2, 2, 1));
+}
+
+// 6.
+#[test]
+fn cache_false_always_runs() {
+    let p = Project::new(&format!(
+        "[tasks.fresh]\ncommand = '{}; echo fresh'\ncache = false\n",
+        mark("fresh")
+    ));
+    for _ in 0..3 {
+        let run = p.run(&["run", "fresh"]).ok();
+        assert!(!run.hit("fresh"));
+        assert_eq!(run.stdout.trim(), "fresh");
+    }
+    assert_eq!(p.runs("fresh"), 3);
+    let dry = p.run(&["run", "fresh", "--dry-run"]).ok();
+    assert!(dry.stdout.contains("disabled"), "{}", dry.stdout);
+}
+
+// 7.
+#[test]
+fn failures_are_not_cached() {
+    let p = Project::new(&format!(
+        "[tasks.broken]\ncommand = '{}; echo oops >&2; exit 3'\n[tasks.after]\ncommand = '{}'\ndependencies = [\"broken\"]\n",
+        mark("broken"),
+        mark("after")
+    ));
+    let first = p.run(&["run", "after"]).expect(1);
+    assert!(first.stderr.contains("Failed: task \"broken\""), "{}", first.stderr);
+    assert!(first.stderr.contains("exit code 3"), "{}", first.stderr);
+    assert!(first.stderr.contains("oops"));
+    assert_eq!(p.runs("after"), 0, "a dependent of a failed task does not run");
+    let second = p.run(&["run", "after"]).expect(1);
+    assert!(!second.hit("broken"));
+    assert_eq!(p.runs("broken"), 2, "a failure is executed again");
+    let dry = p.run(&["run", "broken", "--dry-run"]).ok();
+    assert!(dry.stdout.contains("miss"), "{}", dry.stdout);
+}
+
+// 8.
+#[test]
+fn a_dependency_change_reruns_its_dependents_only() {
+    let p = Project::new(&format!(
+        r#"[tasks.a]
+command = '{}; cat a.txt > a.out'
+inputs = ["a.txt"]
+outputs = ["a.out"]
+[tasks.b]
+command = '{}; cat a.out > b.out'
+inputs = ["a.out"]
+outputs = ["b.out"]
+dependencies = ["a"]
+[tasks.c]
+command = '{}; cat b.out > c.out'
+inputs = ["b.out"]
+outputs = ["c.out"]
+dependencies = ["b"]
+[tasks.sibling]
+command = '{}; echo s > s.out'
+inputs = ["s.txt"]
+outputs = ["s.out"]
+"#,
+        mark("a"),
+        mark("b"),
+        mark("c"),
+        mark("sibling")
+    ));
+    p.write("a.txt", "1");
+    p.write("s.txt", "s");
+    p.run(&["run", "--all"]).ok();
+    let counts = || [p.runs("a"), p.runs("b"), p.runs("c"), p.runs("sibling")];
+    assert_eq!(counts(), [1, 1, 1, 1]);
+    p.run(&["run", "--all"]).ok();
+    assert_eq!(counts(), [1, 1, 1, 1]);
+    p.write("a.txt", "22");
+    let run = p.run(&["run", "--all"]).ok();
+    assert_eq!(counts(), [2, 2, 2, 1]);
+    assert!(run.hit("sibling"), "{}", run.stderr);
+    assert_eq!(p.read("c.out"), "22");
+    // Asking for the middle of the chain runs it and what it depends on, not its dependents.
+    p.write("a.txt", "333");
+    p.run(&["run", "b"]).ok();
+    assert_eq!(counts(), [3, 3, 2, 1]);
+}
+
+// 9.
+#[test]
+fn jobs_bounds_parallelism() {
+    const N: usize = 4;
+    let mut toml = String::new();
+    for index in 0..N {
+        toml.push_str(&format!("[tasks.t{index}]\ncommand = '{}; sleep 0.5'\n", mark("t")));
+    }
+    let p = Project::new(&toml);
+    let timed = |jobs: &str| {
+        let started = Instant::now();
+        p.run(&["run", "--all", "--no-cache", "-j", jobs]).ok();
+        started.elapsed()
+    };
+    let parallel = timed(&N.to_string());
+    let serial = timed("1");
+    assert_eq!(p.runs("t"), 2 * N);
+    assert!(serial >= Duration::from_millis(500 * N as u64), "-j 1 took {serial:?}");
+    assert!(
+        parallel.as_secs_f64() < 0.6 * serial.as_secs_f64(),
+        "-j {N} took {parallel:?}, -j 1 took {serial:?}"
+    );
+}
+
+// 10.
+#[test]
+fn concurrent_runs_execute_a_task_once() {
+    let p = Project::new(&format!(
+        "[tasks.slow]\ncommand = '{}; sleep 1; echo done > out.txt'\noutputs = [\"out.txt\"]\n",
+        mark("slow")
+    ));
+    let first = p.spawn(&["run", "slow"], &[]);
+    let second = p.spawn(&["run", "slow"], &[]);
+    let first: Run = first.wait_with_output().expect("wait").into();
+    let second: Run = second.wait_with_output().expect("wait").into();
+    let (first, second) = (first.ok(), second.ok());
+    assert_eq!(p.runs("slow"), 1, "{}\n{}", first.stderr, second.stderr);
+    assert!(first.hit("slow") != second.hit("slow"), "exactly one of the two replays a hit");
+    assert_eq!(p.read("out.txt"), "done\n");
+}
+
+// 11.
+#[test]
+fn corrupted_cache_files_fall_back_to_execution() {
+    type Damage = fn(&Path);
+    let flip: Damage = |path| {
+        let mut bytes = fs::read(path).expect("read");
+        for byte in bytes.iter_mut().step_by(7) {
+            *byte ^= 0xff;
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        fs::write(path, bytes).expect("write");
+    };
+    let truncate: Damage = |path| {
+        let len = fs::metadata(path).expect("metadata").len();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open")
+            .set_len(len / 2)
+            .expect("truncate");
+    };
+    let delete: Damage = |path| fs::remove_file(path).expect("delete");
+    let cases: [(&str, Damage, &[&str]); 4] = [
+        ("flip", flip, &["cas", "ac"]),
+        ("truncate", truncate, &["cas", "ac"]),
+        ("truncate records", truncate, &["ac"]),
+        ("delete blobs", delete, &["cas"]),
+    ];
+    let mut not_healed = Vec::new();
+    for (name, damage, dirs) in cases {
+        let p = Project::new(&format!(
+            "[tasks.gen]\ncommand = '{}; mkdir -p out; seq 1 3000 > out/big.txt; echo small > out/small.txt; seq 1 2000'\noutputs = [\"out\"]\n",
+            mark("gen")
+        ));
+        p.run(&["run", "gen"]).ok();
+        let big = p.read("out/big.txt");
+        let log = p.run(&["run", "gen"]).ok().stdout;
+        assert_eq!(p.runs("gen"), 1, "{name}");
+        let files: Vec<PathBuf> = dirs.iter().flat_map(|dir| p.store_files(dir)).collect();
+        assert!(!files.is_empty(), "{name}: nothing stored");
+        files.iter().for_each(|file| damage(file));
+        fs::remove_dir_all(p.path("out")).expect("remove outputs");
+
+        let run = p.run(&["run", "gen"]).ok();
+        assert_eq!(p.runs("gen"), 2, "{name}: executes again\n{}", run.stderr);
+        assert_eq!(p.read("out/big.txt"), big, "{name}");
+        assert_eq!(p.read("out/small.txt"), "small\n", "{name}");
+        assert_eq!(run.stdout, log, "{name}");
+        // The execution repaired the cache: the next run hits and restores the right bytes.
+        fs::remove_dir_all(p.path("out")).expect("remove outputs");
+        let healed = p.run(&["run", "gen"]).ok();
+        assert_eq!(p.read("out/big.txt"), big, "{name}");
+        assert_eq!(healed.stdout, log, "{name}");
+        if !healed.hit("gen") || p.runs("gen") != 2 {
+            not_healed.push(format!("{name}: executed again\n{}", healed.stderr));
+        }
+    }
+    assert!(not_healed.is_empty(), "the run after a fallback must hit:\n{}", not_healed.join("\n"));
+}
+
+// 12.
+#[test]
+fn task_file_errors_exit_2_with_their_message() {
+    let simple = "[tasks.a]\ncommand = 'true'\n";
+    /// (what is wrong, the task file, the arguments, extra env, what stderr must say)
+    type Case<'a> = (&'a str, &'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case<'_>] = &[
+        (
+            "unknown dependency",
+            "[tasks.a]\ncommand = 'true'\ndependencies = ['nope']\n",
+            &["run", "a"],
+            &[],
+            &["tasks.a.dependencies", "unknown task \"nope\""],
+        ),
+        (
+            "cycle",
+            "[tasks.a]\ncommand = 'true'\ndependencies = ['b']\n[tasks.b]\ncommand = 'true'\ndependencies = ['c']\n[tasks.c]\ncommand = 'true'\ndependencies = ['a']\n",
+            &["run", "a"],
+            &[],
+            &["dependency cycle: a -> b -> c -> a"],
+        ),
+        (
+            "command and script",
+            "[tasks.a]\ncommand = 'true'\nscript = 'true'\n",
+            &["run", "a"],
+            &[],
+            &["task \"a\" sets both `command` and `script`"],
+        ),
+        (
+            "invalid glob",
+            "[tasks.a]\ncommand = 'true'\ninputs = ['src/[a']\n",
+            &["run", "a"],
+            &[],
+            &["tasks.a.inputs[0]", "invalid glob \"src/[a\""],
+        ),
+        (
+            "workingDir outside the root",
+            "[tasks.a]\ncommand = 'true'\nworkingDir = '../elsewhere'\n",
+            &["run", "a"],
+            &[],
+            &["tasks.a.workingDir", "leaves the project root"],
+        ),
+        (
+            "unknown field",
+            "[tasks.a]\ncommand = 'true'\nouputs = ['x']\n",
+            &["run", "a"],
+            &[],
+            &["tasks.a.ouputs", "unknown field `ouputs`; did you mean `outputs`?"],
+        ),
+        (
+            "missing literal input",
+            "[tasks.a]\ncommand = 'true'\ninputs = ['missing.txt']\n",
+            &["run", "a"],
+            &[],
+            &["task \"a\"", "input \"missing.txt\" does not exist"],
+        ),
+        (
+            "unknown task",
+            simple,
+            &["run", "bulid"],
+            &[],
+            &["unknown task \"bulid\"", "available tasks: a"],
+        ),
+        (
+            "bad --cache-mode",
+            simple,
+            &["run", "a", "--cache-mode", "bogus"],
+            &[],
+            &["unknown cache mode `bogus`", "read-write"],
+        ),
+        (
+            "bad CUENV_CACHE_MODE",
+            simple,
+            &["run", "a"],
+            &[("CUENV_CACHE_MODE", "bogus")],
+            &["CUENV_CACHE_MODE", "unknown cache mode `bogus`"],
+        ),
+        (
+            "overlapping outputs",
+            "[tasks.a]\ncommand = 'true'\noutputs = ['dist']\n[tasks.b]\ncommand = 'true'\noutputs = ['dist/b.txt']\n",
+            &["run", "a", "b"],
+            &[],
+            &["overlapping outputs", "tasks \"a\" and \"b\""],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, toml, args, env, expected) in cases {
+        let p = Project::new(&format!("{toml}\n[tasks.marker]\ncommand = '{}'\n", mark("marker")));
+        let run = p.run_env(args, env);
+        let missing: Vec<&&str> =
+            expected.iter().filter(|text| !run.stderr.contains(**text)).collect();
+        if run.code != 2 || !missing.is_empty() || !run.stdout.is_empty() {
+            failures.push(format!(
+                "{name}: exit {} (want 2), missing {missing:?}\nstdout: {}\nstderr: {}",
+                run.code, run.stdout, run.stderr
+            ));
+        }
+        assert_eq!(p.runs("marker"), 0, "{name}: nothing runs");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+// 13.
+#[test]
+fn ctrl_c_leaves_a_usable_cache() {
+    let p = Project::new(&format!(
+        r#"[tasks.quick]
+command = '{}; echo q > q.out'
+outputs = ["q.out"]
+[tasks.slow]
+command = '{}; echo $$ > "$STATE/sh.pid"; sleep ${{SLOW_SECS:-30}} & echo $! > "$STATE/sleep.pid"; wait $!; touch "$STATE/marker"'
+dependencies = ["quick"]
+"#,
+        mark("quick"),
+        mark("slow")
+    ));
+    let child = p.spawn(&["run", "slow"], &[]);
+    // `slow` starts only once `quick` has completed and been stored.
+    let pid_of = |file: &str| -> Option<i32> {
+        fs::read_to_string(p.state().join(file)).ok()?.trim().parse().ok()
+    };
+    let started = Instant::now();
+    let (shell, sleep) = loop {
+        if let (Some(shell), Some(sleep)) = (pid_of("sh.pid"), pid_of("sleep.pid")) {
+            break (shell, sleep);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "slow never started");
+        pause(20);
+    };
+    let cuenv = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill only sends a signal, to our own child.
+    assert_eq!(unsafe { libc::kill(cuenv, libc::SIGINT) }, 0);
+    let interrupted_at = Instant::now();
+    let run = wait_with_deadline(child, Duration::from_secs(10));
+    assert!(
+        interrupted_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        interrupted_at.elapsed()
+    );
+    let run = run.expect(130);
+    assert!(run.stderr.contains("Interrupted"), "{}", run.stderr);
+    assert!(!alive(shell), "the task's shell survived");
+    assert!(!alive(sleep), "the task's process group survived");
+    assert!(!p.state().join("marker").exists());
+
+    let rerun = p.run_env(&["run", "slow"], &[("SLOW_SECS", "0")]).ok();
+    assert!(rerun.hit("quick"), "{}", rerun.stderr);
+    assert_eq!((p.runs("quick"), p.runs("slow")), (1, 2));
+    assert!(p.state().join("marker").exists());
+}
+
+/// Waits for `child` to exit, killing it (and failing) after `deadline`.
+fn wait_with_deadline(mut child: Child, deadline: Duration) -> Run {
+    let started = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cuenv did not exit within {deadline:?}");
+        }
+        pause(20);
+    }
+    child.wait_with_output().expect("output").into()
+}
+
+/// Whether `pid` is a live process (a zombie waiting for its reaper does not count).
+fn alive(pid: i32) -> bool {
+    // Give the kernel and the reaper a moment after SIGKILL.
+    let started = Instant::now();
+    loop {
+        // SAFETY: signal 0 only checks that the process exists.
+        let exists = unsafe { libc::kill(pid, 0) } == 0;
+        let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false);
+        if !exists || zombie {
+            return false;
+        }
+        if started.elapsed() > Duration::from_secs(3) {
+            return true;
+        }
+        pause(50);
+    }
+}
+
+// 14.
+#[test]
+fn dry_run_shows_keys_without_running() {
+    let p = Project::new(&format!(
+        "[tasks.a]\ncommand = '{}; echo a > a.out'\ninputs = [\"in.txt\"]\noutputs = [\"a.out\"]\n[tasks.b]\ncommand = '{}'\ndependencies = [\"a\"]\n",
+        mark("a"),
+        mark("b")
+    ));
+    p.write("in.txt", "x");
+    let dry = p.run(&["run", "b", "--dry-run"]).ok();
+    assert_eq!(p.runs("a") + p.runs("b"), 0, "a dry run runs nothing");
+    let lines: Vec<&str> = dry.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", dry.stdout);
+    assert!(lines[0].starts_with("TASK") && lines[0].contains("KEY") && lines[0].contains("CACHE"));
+    assert!(lines[1].starts_with("a ") && lines[1].ends_with("miss"), "{}", lines[1]);
+    assert!(lines[2].starts_with("b ") && lines[2].ends_with("miss"), "{}", lines[2]);
+
+    p.run(&["run", "b"]).ok();
+    let json = p.run(&["run", "b", "--dry-run", "--json"]).ok();
+    let entries: Value = serde_json::from_str(&json.stdout).expect("valid JSON");
+    let entries = entries.as_array().expect("an array");
+    assert_eq!(entries.len(), 2);
+    for (entry, task) in entries.iter().zip(["a", "b"]) {
+        assert_eq!(entry["task"], task);
+        assert_eq!(entry["cache"], "hit");
+        let digest = entry["digest"].as_str().expect("digest");
+        assert!(digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()), "{digest}");
+        assert_eq!(entry["manifest"]["task"], task);
+    }
+    assert_eq!(entries[0]["manifest"]["inputs"]["files"][0]["path"], "in.txt");
+    assert_eq!(entries[1]["manifest"]["dependencies"]["a"], entries[0]["digest"]);
+    assert_eq!((p.runs("a"), p.runs("b")), (1, 1));
+}
+
+// 15.
+#[test]
+fn cache_subcommands_report_and_manage_the_cache() {
+    let p = Project::new(&format!(
+        r#"[tasks.a]
+command = '{}; cat in.txt > a.out'
+inputs = ["in.txt"]
+outputs = ["a.out"]
+[tasks.b]
+command = '{}; cat a.out > b.out'
+inputs = ["a.out"]
+outputs = ["b.out"]
+dependencies = ["a"]
+"#,
+        mark("a"),
+        mark("b")
+    ));
+    p.write("in.txt", "1");
+    p.run(&["run", "a"]).ok();
+    p.run(&["run", "a"]).ok();
+    let stats: Value =
+        serde_json::from_str(&p.run(&["cache", "stats", "--json"]).ok().stdout).expect("JSON");
+    let total = &stats["total"];
+    assert_eq!(total["lookups"], 2, "{stats}");
+    assert_eq!(total["misses"], 1, "{stats}");
+    assert_eq!(total["hits_disk"].as_u64().unwrap() + total["hits_memory"].as_u64().unwrap(), 1);
+    assert_eq!(total["executions"], 1, "{stats}");
+    assert!(stats["bytes_stored"].as_u64().unwrap() > 0);
+
+    let gc = p.run(&["cache", "gc", "--max-size", "0"]).ok();
+    assert!(gc.stdout.contains("evicted 0 entries"), "{}", gc.stdout);
+    assert!(gc.stdout.contains("kept 1 entries written less than a minute ago"), "{}", gc.stdout);
+    assert!(p.run(&["run", "a"]).ok().hit("a"), "gc kept the fresh entry");
+
+    // explain: an edited input.
+    p.run(&["run", "b"]).ok();
+    p.write("in.txt", "22");
+    let explain = p.run(&["cache", "explain", "a"]).ok();
+    assert!(explain.stdout.contains("cache:       miss"), "{}", explain.stdout);
+    assert!(explain.stdout.contains("input in.txt: changed"), "{}", explain.stdout);
+    // ... and for a dependent, the changed dependency and, upstream, the file.
+    let explain = p.run(&["cache", "explain", "b"]).ok();
+    assert!(explain.stdout.contains("dependency a: changed"), "{}", explain.stdout);
+    assert!(explain.stdout.contains("in dependency a:"), "{}", explain.stdout);
+    assert!(explain.stdout.contains("input in.txt: changed"), "{}", explain.stdout);
+    let json: Value =
+        serde_json::from_str(&p.run(&["cache", "explain", "b", "--json"]).ok().stdout)
+            .expect("JSON");
+    assert_eq!(json["cache"], "miss");
+    assert_eq!(json["differences"][0]["kind"], "dependency");
+    assert_eq!(json["upstream"][0]["task"], "a");
+    // ... and a changed env var.
+    p.write("in.txt", "1");
+    assert!(p.run(&["run", "a"]).ok().hit("a"));
+    let explain = p.run_env(&["cache", "explain", "a"], &[("CUENV_PROFILE", "ci")]).ok();
+    assert!(explain.stdout.contains("env var CUENV_PROFILE: added"), "{}", explain.stdout);
+    p.run_env(&["run", "a"], &[("CUENV_PROFILE", "ci")]).ok();
+    let explain = p.run_env(&["cache", "explain", "a"], &[("CUENV_PROFILE", "prod")]).ok();
+    assert!(explain.stdout.contains("env var CUENV_PROFILE: changed"), "{}", explain.stdout);
+
+    let clean = p.run(&["cache", "clean", "--yes"]).ok();
+    assert!(clean.stdout.contains("removed everything"), "{}", clean.stdout);
+    assert_eq!(fs::read_dir(p.cache()).expect("cache dir").count(), 0, "the cache dir is empty");
+    let before = p.runs("a");
+    assert!(!p.run(&["run", "a"]).ok().hit("a"));
+    assert_eq!(p.runs("a"), before + 1);
+}
+
+// 16.
+#[test]
+fn args_go_to_the_named_task_only() {
+    let p = Project::new(
+        "[tasks.dep]\ncommand = 'echo \"dep:$@.\"'\n[tasks.main]\ncommand = 'echo \"main:$@.\"'\ndependencies = [\"dep\"]\n",
+    );
+    let run = p.run(&["run", "main", "--", "one", "two words"]).ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines.iter().any(|line| line.ends_with("main:one two words.")), "{}", run.stdout);
+    assert!(lines.iter().any(|line| line.ends_with("dep:.")), "{}", run.stdout);
+    // Args are part of the named task's key, not of its dependency's.
+    let again = p.run(&["run", "main", "--", "three"]).ok();
+    assert!(again.hit("dep") && !again.hit("main"), "{}", again.stderr);
+    assert!(again.stdout.contains("main:three."), "{}", again.stdout);
+}
+
+// 17.
+#[test]
+fn scripts_and_working_dirs() {
+    let p = Project::new(&format!(
+        r#"[tasks.script]
+script = """
+{}
+total=0
+for n in 1 2 3; do
+  total=$((total + n))
+done
+if [ "$total" -eq 6 ]; then
+  echo "total $total" > script.out
+fi
+"""
+outputs = ["script.out"]
+[tasks.pkg]
+command = '{}; pwd > where.txt; cat src.txt > out.txt'
+workingDir = "packages/pkg"
+inputs = ["src.txt"]
+outputs = ["out.txt", "where.txt"]
+"#,
+        mark("script"),
+        mark("pkg")
+    ));
+    p.write("packages/pkg/src.txt", "pkg source");
+    p.write("src.txt", "root source");
+    p.run(&["run", "script", "pkg"]).ok();
+    assert_eq!(p.read("script.out"), "total 6\n");
+    assert_eq!(p.read("packages/pkg/out.txt"), "pkg source");
+    let where_ = p.read("packages/pkg/where.txt");
+    assert!(where_.trim_end().ends_with("root/packages/pkg"), "{where_}");
+    assert!(!p.path("out.txt").exists());
+    // The input is relative to the working dir: the root's src.txt is not an input.
+    p.write("src.txt", "root edit");
+    p.run(&["run", "pkg"]).ok();
+    assert_eq!(p.runs("pkg"), 1);
+    p.write("packages/pkg/src.txt", "pkg edit");
+    p.run(&["run", "pkg"]).ok();
+    assert_eq!(p.runs("pkg"), 2);
+    assert_eq!(p.read("packages/pkg/out.txt"), "pkg edit");
+    // Outputs are restored into the working dir.
+    fs::remove_file(p.path("packages/pkg/out.txt")).expect("remove");
+    p.write("packages/pkg/src.txt", "pkg source");
+    assert!(p.run(&["run", "pkg"]).ok().hit("pkg"));
+    assert_eq!(p.read("packages/pkg/out.txt"), "pkg source");
+    assert_eq!(p.runs("script"), 1);
+}
+
+// 18.
+#[test]
+fn a_task_timeout_kills_it() {
+    let p = Project::new(&format!(
+        "[tasks.hang]\ncommand = '{}; sleep 20; touch \"$STATE/finished\"'\ncacheConfig = {{ timeout = 1 }}\n",
+        mark("hang")
+    ));
+    let started = Instant::now();
+    let run = p.run(&["run", "hang"]).expect(1);
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    assert!(run.stderr.contains("Failed: task \"hang\""), "{}", run.stderr);
+    assert!(run.stderr.contains("timed out after 1 s"), "{}", run.stderr);
+    assert!(!p.state().join("finished").exists());
+    assert_eq!(p.runs("hang"), 1);
+}
