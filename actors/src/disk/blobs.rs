@@ -43,6 +43,7 @@ impl DiskStore {
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<Digest> {
         let digest = Digest::of(bytes);
         let target = self.layout.blob(&digest);
+        let _guard = self.blob_guard()?;
         if self.existing_is_intact(&target, &digest, bytes.len() as u64) {
             return Ok(digest);
         }
@@ -83,6 +84,7 @@ impl DiskStore {
 
     fn publish_temp(&self, temp: &Path, digest: &Digest, len: u64) -> io::Result<()> {
         let target = self.layout.blob(digest);
+        let _guard = self.blob_guard()?;
         if self.existing_is_intact(&target, digest, len) {
             return fs::remove_file(temp);
         }
@@ -176,6 +178,19 @@ impl DiskStore {
 }
 
 impl DiskStore {
+    /// A shared lock on `gc.lock`, held while a blob is checked, touched or published: gc
+    /// removes files only under the exclusive lock and re-checks each blob's age first, so a
+    /// blob a writer just reused (touched) is never removed. Dropping the file unlocks.
+    fn blob_guard(&self) -> io::Result<File> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.layout.gc_lock())?;
+        file.lock_shared()?;
+        Ok(file)
+    }
+
     /// Whether a blob is already stored intact under `digest`: then it is touched (so gc's
     /// grace period covers it while the record naming it is written) and need not be written
     /// again. A damaged copy (another size, other content) is reported as absent, so the caller

@@ -76,6 +76,10 @@ pub(super) fn run(store: &DiskStore, target: GcTarget) -> io::Result<GcReport> {
     let mut blobs = scan(&layout.cas(), &mut report)?;
     sweep_temps(&layout.tmp(), &mut report);
 
+    // Writers hold this shared while they reuse or publish a blob; removals happen under it
+    // exclusively, each after a fresh look at the file's age.
+    let _removals = lock_removals(layout)?;
+    remove_broken(layout, &mut index, &records, &blobs, &mut report);
     let mut refs: HashMap<Digest, u32> = HashMap::new();
     for entry in index.values() {
         for (blob, _) in &entry.blobs {
@@ -84,6 +88,7 @@ pub(super) fn run(store: &DiskStore, target: GcTarget) -> io::Result<GcReport> {
     }
     let mut total: u64 = records.values().chain(blobs.values()).map(|found| found.size).sum();
     report.size_before = total;
+    total = total.saturating_sub(report.bytes_freed);
 
     // Orphans: always after an hour, after the grace period when space is needed.
     let orphans: Vec<Digest> = blobs
@@ -156,9 +161,13 @@ fn reconcile(
             continue;
         }
         let path = layout.record(digest);
-        let decoded = fs::read(&path)
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| decode_record(&bytes));
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Gone since the scan (another gc, or a reader that found it broken): not damage.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => Vec::from(error.to_string()),
+        };
+        let decoded = decode_record(&bytes);
         match decoded {
             Ok(result) => {
                 let written_ms = now_ms().saturating_sub(found.age.as_millis() as u64);
@@ -209,6 +218,46 @@ fn age_of(at_ms: u64) -> Duration {
     Duration::from_millis(now_ms().saturating_sub(at_ms))
 }
 
+/// Removes records (older than the grace period) that name a blob no longer stored: they can
+/// only ever read as misses.
+fn remove_broken(
+    layout: &Layout,
+    index: &mut Index,
+    records: &HashMap<Digest, Found>,
+    blobs: &HashMap<Digest, Found>,
+    report: &mut GcReport,
+) {
+    let broken: Vec<Digest> = index
+        .iter()
+        .filter(|(digest, entry)| {
+            records.get(digest).is_some_and(|found| found.age > GRACE)
+                && entry.blobs.iter().any(|(blob, _)| !blobs.contains_key(blob))
+        })
+        .map(|(digest, _)| *digest)
+        .collect();
+    for digest in broken {
+        let path = layout.record(&digest);
+        if current_age(&path).is_some_and(|age| age > GRACE) && fs::remove_file(&path).is_ok() {
+            index.remove(&digest);
+            report.bytes_freed += records[&digest].size;
+            report.records_evicted += 1;
+            report.evicted.push(digest);
+        }
+    }
+}
+
+fn lock_removals(layout: &Layout) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout.gc_lock())?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// The age of a file now (not as scanned): a writer may have touched it since.
+fn current_age(path: &Path) -> Option<Duration> {
+    let modified = fs::metadata(path).and_then(|metadata| metadata.modified()).ok()?;
+    SystemTime::now().duration_since(modified).ok()
+}
+
 fn remove_blob(
     layout: &Layout,
     blobs: &mut HashMap<Digest, Found>,
@@ -216,8 +265,14 @@ fn remove_blob(
     total: &mut u64,
     report: &mut GcReport,
 ) {
+    let path = layout.blob(digest);
+    // A writer may have reused (touched) it since the scan.
+    if current_age(&path).is_some_and(|age| age <= GRACE) {
+        blobs.remove(digest);
+        return;
+    }
     if let Some(found) = blobs.remove(digest)
-        && fs::remove_file(layout.blob(digest)).is_ok()
+        && fs::remove_file(&path).is_ok()
     {
         *total = total.saturating_sub(found.size);
         report.bytes_freed += found.size;

@@ -8,7 +8,8 @@
 //! <cache_dir>/v1/index            access index (compacted journal)
 //! <cache_dir>/v1/journal          appended access and write events since the last compaction
 //! <cache_dir>/v1/usage            approximate bytes stored
-//! <cache_dir>/v1/index.lock       shared by appenders, exclusive for gc and compaction
+//! <cache_dir>/v1/index.lock       orders journal appends, gc and compaction
+//! <cache_dir>/v1/gc.lock          shared by blob writes, exclusive while gc removes files
 //! <cache_dir>/v1/tasks/           the last digest stored per task, for `cache explain`
 //! <cache_dir>/stats/v1/           daily statistics buckets
 //! <cache_dir>/statcache/v1/       stat caches, one per project
@@ -85,6 +86,12 @@ impl Layout {
     /// The lock that orders journal appends against compaction and gc.
     pub fn index_lock(&self) -> PathBuf {
         self.store.join("index.lock")
+    }
+
+    /// Held shared by every blob write, exclusively by gc while it removes files, so a blob a
+    /// writer is reusing is never removed under it.
+    pub fn gc_lock(&self) -> PathBuf {
+        self.store.join("gc.lock")
     }
 
     /// The approximate-usage file.

@@ -173,8 +173,8 @@ impl DiskStore {
                 .corrupt(&path, "record is stored under another action's digest".to_owned());
         }
         if let Some((blob, _)) = result.blobs().find(|(blob, _)| !self.has_blob(blob)) {
+            // Left for gc to remove: another process may be rewriting this very record.
             tracing::debug!(record = %digest.short(), blob = %blob.short(), "record names an evicted blob; miss");
-            let _ = fs::remove_file(&path);
             return RecordLookup::Miss;
         }
         self.journal.note(index::Event::Read { digest: *digest, at_ms: now_ms() });
