@@ -1,4 +1,5 @@
-//! `cuenv run`: a task graph run in dependency order, at most `jobs` tasks at once, each task
+//! `cuenv run`: a task graph run in dependency order, at most `jobs` task processes at once,
+//! each task
 //! through the cache manager (hits replay their logs and restore their outputs).
 //!
 //! A task's key includes the digests of its dependencies, so a change upstream re-runs
@@ -123,6 +124,9 @@ pub(crate) struct Context {
     pub(crate) options: RunOptions,
     pub(crate) printer: Arc<Printer>,
     pub(crate) cancel: watch::Receiver<bool>,
+    /// One permit per task process allowed to run at once (`--jobs`). Keys, lookups and
+    /// replays take no permit: a hit has no process, so hits never wait behind executions.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Where this run captures logs; removed at the end of the run.
     pub(crate) logs: tempfile::TempDir,
 }
@@ -151,6 +155,7 @@ pub async fn run(
         .prefix("cuenv-run-")
         .tempdir()
         .map_err(|error| Error::Plan(format!("cannot create a temp dir for logs: {error}")))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.get()));
     let context = Arc::new(Context {
         manager: manager.clone(),
         file,
@@ -158,6 +163,7 @@ pub async fn run(
         options,
         printer: Arc::clone(&printer),
         cancel,
+        slots,
         logs,
     });
     let tasks = schedule(&context, plan).await;
@@ -168,7 +174,8 @@ pub async fn run(
     Ok(report)
 }
 
-/// The scheduling loop: starts every ready task while fewer than `jobs` run.
+/// The scheduling loop: starts every ready task (up to a bound that keeps memory flat), each
+/// of which takes an execution slot only if it has to run its process.
 async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
     let mut running: JoinSet<TaskReport> = JoinSet::new();
     let mut running_names: BTreeSet<String> = BTreeSet::new();
@@ -177,7 +184,7 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
     let mut stopping = false;
     loop {
         stopping |= *context.cancel.borrow();
-        while !stopping && running.len() < context.options.jobs.get() {
+        while !stopping && running.len() < in_flight_limit(context.options.jobs) {
             let Some(name) = plan.next_ready() else { break };
             let dependencies = plan.dependency_digests(&name, &digests);
             running_names.insert(name.clone());
@@ -251,6 +258,11 @@ async fn run_task(
         _ => {}
     }
     TaskReport { name, status, digest, saved_ms }
+}
+
+/// Tasks being looked up, replayed or executed at once.
+fn in_flight_limit(jobs: NonZeroUsize) -> usize {
+    jobs.get().saturating_mul(8).max(64)
 }
 
 /// Errors that name a mistake in the task file rather than a failure of the task.

@@ -6,17 +6,44 @@
 //! both end in different literal suffixes (`dist/**/*.js` and `dist/**/*.css`); otherwise they
 //! are reported as overlapping.
 
-use globset::GlobBuilder;
+use std::cell::OnceCell;
+
+use globset::{GlobBuilder, GlobMatcher};
 
 use super::plan::Plan;
 use crate::error::Error;
 use crate::task::TaskFile;
 
-/// An output pattern joined to its task's working directory.
+/// An output pattern joined to its task's working directory. Its glob is compiled only when a
+/// comparison needs it: most pairs are told apart by their literal bases alone.
 struct Output {
     pattern: String,
     base: String,
-    glob: Option<globset::GlobMatcher>,
+    is_glob: bool,
+    matcher: OnceCell<Option<GlobMatcher>>,
+}
+
+impl Output {
+    fn new(pattern: String) -> Self {
+        let globbed = is_glob(&pattern);
+        let base = if globbed {
+            pattern.split('/').take_while(|part| !is_glob(part)).collect::<Vec<_>>().join("/")
+        } else {
+            pattern.clone()
+        };
+        Output { pattern, base, is_glob: globbed, matcher: OnceCell::new() }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let matcher = self.matcher.get_or_init(|| {
+            GlobBuilder::new(&self.pattern)
+                .literal_separator(true)
+                .build()
+                .ok()
+                .map(|glob| glob.compile_matcher())
+        });
+        matcher.as_ref().is_some_and(|matcher| matcher.is_match(path))
+    }
 }
 
 fn is_glob(text: &str) -> bool {
@@ -26,25 +53,7 @@ fn is_glob(text: &str) -> bool {
 fn outputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
     let config = &file.tasks[task];
     let working_dir = config.working_dir.clone().unwrap_or_default();
-    config
-        .outputs
-        .iter()
-        .map(|raw| {
-            let pattern = normalise(&working_dir, raw);
-            let literal: Vec<&str> = pattern.split('/').take_while(|part| !is_glob(part)).collect();
-            let glob = is_glob(&pattern)
-                .then(|| {
-                    GlobBuilder::new(&pattern)
-                        .literal_separator(true)
-                        .build()
-                        .ok()
-                        .map(|g| g.compile_matcher())
-                })
-                .flatten();
-            let base = if glob.is_some() { literal.join("/") } else { pattern.clone() };
-            Output { pattern, base, glob }
-        })
-        .collect()
+    config.outputs.iter().map(|raw| Output::new(normalise(&working_dir, raw))).collect()
 }
 
 fn normalise(working_dir: &str, pattern: &str) -> String {
@@ -75,11 +84,11 @@ fn overlap(a: &Output, b: &Output) -> bool {
     if !within(&a.base, &b.base) && !within(&b.base, &a.base) {
         return false;
     }
-    match (&a.glob, &b.glob) {
-        (None, None) => true,
-        (None, Some(glob)) => glob.is_match(&a.pattern) || within(&b.base, &a.pattern),
-        (Some(glob), None) => glob.is_match(&b.pattern) || within(&a.base, &b.pattern),
-        (Some(_), Some(_)) => {
+    match (a.is_glob, b.is_glob) {
+        (false, false) => true,
+        (false, true) => b.matches(&a.pattern) || within(&b.base, &a.pattern),
+        (true, false) => a.matches(&b.pattern) || within(&a.base, &b.pattern),
+        (true, true) => {
             let (x, y) = (literal_suffix(&a.pattern), literal_suffix(&b.pattern));
             x.is_empty() || y.is_empty() || x.ends_with(y) || y.ends_with(x)
         }
@@ -96,7 +105,7 @@ pub(crate) fn check(file: &TaskFile, plan: &Plan) -> Result<(), Error> {
             if let Some(y) = outputs[b].iter().find(|y| overlap(x, y)) {
                 problems.push(format!(
                     "  tasks \"{a}\" and \"{b}\" may run at the same time but both write {} (outputs \"{}\" and \"{}\")",
-                    if x.glob.is_none() { &x.pattern } else { &y.pattern },
+                    if x.is_glob { &y.pattern } else { &x.pattern },
                     x.pattern,
                     y.pattern
                 ));
@@ -119,18 +128,7 @@ mod tests {
     use super::*;
 
     fn output(pattern: &str) -> Output {
-        let glob = is_glob(pattern)
-            .then(|| {
-                GlobBuilder::new(pattern)
-                    .literal_separator(true)
-                    .build()
-                    .ok()
-                    .map(|g| g.compile_matcher())
-            })
-            .flatten();
-        let literal: Vec<&str> = pattern.split('/').take_while(|part| !is_glob(part)).collect();
-        let base = if glob.is_some() { literal.join("/") } else { pattern.to_owned() };
-        Output { pattern: pattern.to_owned(), base, glob }
+        Output::new(pattern.to_owned())
     }
 
     #[test]

@@ -44,7 +44,10 @@ pub(super) async fn execute(
         timeout: task.cache_config.timeout.map(Duration::from_secs),
     };
     let (printer, cancel) = (Arc::clone(&context.printer), context.cancel.clone());
+    let slots = Arc::clone(&context.slots);
     let execute_fn = move || async move {
+        // The slot is held while the process runs, and only then.
+        let _slot = slots.acquire_owned().await.map_err(io::Error::other)?;
         match process::run(&spawn, &printer, cancel).await? {
             Ended::Exited(exit_code) => Ok(TaskOutput {
                 exit_code,

@@ -410,12 +410,17 @@ fn lookup(store: &DiskStore, digest: &Digest) -> DiskLookup {
     }
 }
 
-/// A memory entry for `result` with the verified bytes of its small blobs, within a budget.
+/// A memory entry for `result` with the verified bytes of its logs (a replay needs them; output
+/// blobs are read when, and only if, a restore has to write them).
 fn memory_entry(store: &DiskStore, result: ActionResult) -> Arc<MemoryEntry> {
     let result = Arc::new(result);
     let mut entry = MemoryEntry::new(Arc::clone(&result));
     let mut budget = MEMORY_BLOBS_BUDGET;
-    for (digest, size) in result.blobs() {
+    let logs = [&result.stdout, &result.stderr].into_iter().filter_map(|log| match log {
+        LogRef::Blob { digest, size } => Some((*digest, *size)),
+        LogRef::Inline(_) => None,
+    });
+    for (digest, size) in logs {
         if size > SMALL_BLOB || size > budget || entry.blob(&digest).is_some() {
             continue;
         }

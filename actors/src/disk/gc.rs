@@ -247,7 +247,8 @@ fn remove_broken(
 }
 
 fn lock_removals(layout: &Layout) -> io::Result<fs::File> {
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout.gc_lock())?;
+    let file =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout.gc_lock())?;
     file.lock()?;
     Ok(file)
 }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::DiskStore;
 use super::blobs::CopyOut;
 use crate::fsio;
+use crate::key_gen::hash_open_file;
 use crate::memory::MemoryEntry;
 use crate::result::{ActionResult, OutputFile};
 
@@ -138,6 +139,9 @@ impl DiskStore {
     ) -> Result<u64, RestoreError> {
         let parent = dirs.ensure_parent(&file.path)?;
         let target = root.join(&file.path);
+        if already_in_place(&target, file) {
+            return Ok(0);
+        }
         let io_error = |source| RestoreError::Io { path: target.clone(), source };
         let (temp_file, temp) = fsio::create_temp(&parent, "out").map_err(io_error)?;
         let mut writer = BufWriter::with_capacity(256 * 1024, temp_file);
@@ -165,6 +169,20 @@ impl DiskStore {
             CopyOut::Io(source) => RestoreError::Io { path: target, source },
         })
     }
+}
+
+/// Whether `target` already is `file`: a regular file of the same size and execute bit whose
+/// content hashes to the same digest. Then a restore leaves it alone (no rewrite, no new mtime),
+/// as when the outputs of a previous run are still there.
+fn already_in_place(target: &Path, file: &OutputFile) -> bool {
+    let Ok(metadata) = fs::symlink_metadata(target) else { return false };
+    let executable = metadata.permissions().mode() & 0o111 != 0;
+    if !metadata.is_file() || metadata.len() != file.size || executable != file.executable {
+        return false;
+    }
+    fs::File::open(target)
+        .and_then(|opened| hash_open_file(&opened, file.size))
+        .is_ok_and(|found| found == file.digest)
 }
 
 /// Renames `temp` over `target`, first removing a directory that stands where the file goes
