@@ -81,6 +81,9 @@ pub struct Leader<K: Hash + Eq + Clone, V: Clone> {
 /// Resolves to the leader's value, or [`Abandoned`].
 pub struct Wait<V> {
     flight: Arc<Flight<V>>,
+    /// This waiter's place in the flight's waker list, once it has one: re-polls replace their
+    /// waker in place, so registering stays O(1) however many waiters there are.
+    slot: Option<usize>,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for SingleFlight<K, V> {
@@ -100,7 +103,7 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
     pub fn join(&self, key: K) -> Join<K, V> {
         let mut flights = lock(&self.flights);
         if let Some(flight) = flights.get(&key) {
-            return Join::Follower(Wait { flight: Arc::clone(flight) });
+            return Join::Follower(Wait { flight: Arc::clone(flight), slot: None });
         }
         let flight = Arc::new(Flight { state: Mutex::new(State::Running { wakers: Vec::new() }) });
         flights.insert(key.clone(), Arc::clone(&flight));
@@ -118,7 +121,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Leader<K, V> {
     /// A future for this flight's value, like a follower's (the leader's own caller waits on
     /// it while the execution runs in its own task).
     pub fn wait(&self) -> Wait<V> {
-        Wait { flight: Arc::clone(&self.flight) }
+        Wait { flight: Arc::clone(&self.flight), slot: None }
     }
 
     /// Publishes `value` to every waiter and ends the flight.
@@ -153,13 +156,21 @@ impl<V: Clone> Future for Wait<V> {
     type Output = Result<V, Abandoned>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = lock(&self.flight.state);
+        let this = self.get_mut();
+        let mut state = lock(&this.flight.state);
         match &mut *state {
             State::Done(value) => Poll::Ready(Ok(value.clone())),
             State::Abandoned => Poll::Ready(Err(Abandoned)),
             State::Running { wakers } => {
-                if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
-                    wakers.push(cx.waker().clone());
+                match this.slot {
+                    Some(slot) if !wakers[slot].will_wake(cx.waker()) => {
+                        wakers[slot] = cx.waker().clone()
+                    }
+                    Some(_) => {}
+                    None => {
+                        this.slot = Some(wakers.len());
+                        wakers.push(cx.waker().clone());
+                    }
                 }
                 Poll::Pending
             }

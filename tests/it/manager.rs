@@ -538,3 +538,88 @@ async fn a_panicked_actor_is_an_error_not_a_hang() {
     assert_eq!(manager.runtime().health().gone, ["memory tier"]);
     assert!(manager.shutdown().await.is_err(), "shutdown reports the dead actor");
 }
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_store_over_max_size_evicts_in_the_background() {
+    let p = project();
+    let big = |name: &str| TaskConfig { outputs: vec![format!("{name}.bin")], ..task(name) };
+    let write_big = |root: &Path, name: &str| {
+        let (root, name) = (root.to_owned(), name.to_owned());
+        move || async move {
+            fs::write(root.join(format!("{name}.bin")), vec![name.as_bytes()[0]; 40_000])?;
+            Ok::<_, std::io::Error>(TaskOutput::new(0, "", ""))
+        }
+    };
+    let first = manager(p.cache.path()).await;
+    for name in ["a", "b", "c", "d"] {
+        first
+            .execute_task_with_cache(
+                name,
+                &big(name),
+                p.root.path(),
+                &env(),
+                write_big(p.root.path(), name),
+            )
+            .await
+            .unwrap();
+    }
+    first.shutdown().await.unwrap();
+    // Those four are old now; the store is about 160 KB.
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for file in files_under(&p.cache.path().join("v1/ac"))
+        .into_iter()
+        .chain(files_under(&p.cache.path().join("v1/cas")))
+    {
+        fs::File::open(file).unwrap().set_modified(long_ago).unwrap();
+    }
+    let mut config = config(p.cache.path());
+    config.max_size = 100_000;
+    let second =
+        EnhancedCacheManager::new_with_flags(config, CacheFeatureFlags::default()).await.unwrap();
+    let stored = second
+        .execute_task_with_cache(
+            "e",
+            &big("e"),
+            p.root.path(),
+            &env(),
+            write_big(p.root.path(), "e"),
+        )
+        .await
+        .unwrap();
+    assert!(stored.stored);
+    second.shutdown().await.unwrap();
+    let records = files_under(&p.cache.path().join("v1/ac")).len();
+    let bytes: u64 = files_under(&p.cache.path().join("v1"))
+        .iter()
+        .filter_map(|f| fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(records < 5, "nothing was evicted: {records} records");
+    assert!(bytes <= 100_000, "still {bytes} bytes");
+    // The fresh result survived.
+    let again = manager(p.cache.path()).await;
+    let hit = again
+        .execute_task_with_cache(
+            "e",
+            &big("e"),
+            p.root.path(),
+            &env(),
+            write_big(p.root.path(), "e"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hit.source, Source::Hit(Tier::Disk));
+    again.shutdown().await.unwrap();
+}

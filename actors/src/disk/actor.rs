@@ -27,6 +27,8 @@ use crate::stats::{Counters, StatsStore};
 use crate::{Digest, fsio};
 
 const NAME: &str = "disk tier";
+/// Blocking jobs the actor runs at once before it stops taking messages.
+const MAX_JOBS: usize = 32;
 /// Results whose small blobs together exceed this are held in memory without their blobs.
 const MEMORY_BLOBS_BUDGET: u64 = 1 << 20;
 
@@ -154,12 +156,12 @@ enum DiskMessage {
 struct DiskActor {
     store: Arc<DiskStore>,
     inbox: mpsc::Receiver<DiskMessage>,
-    /// Blocking jobs in flight; joined before the actor exits.
+    /// Blocking jobs in flight, at most [`MAX_JOBS`] (the mailbox waits meanwhile); joined
+    /// before the actor exits.
     jobs: JoinSet<()>,
-    /// Whether a background gc job is running.
-    gc_running: bool,
-    /// Bytes stored, as last known (usage file at start, then gc reports and our stores).
-    usage: u64,
+    /// Jobs that mostly wait (cross-process locks), outside the bound so they cannot starve
+    /// lookups; joined before the actor exits.
+    waits: JoinSet<()>,
     flush_every: Duration,
 }
 
@@ -172,13 +174,11 @@ impl DiskHandle {
     ) -> (Self, JoinHandle<()>) {
         let store = Arc::new(store);
         let (mailbox, inbox) = mpsc::channel(mailbox_size);
-        let usage = store.approximate_usage();
         let actor = DiskActor {
             store: Arc::clone(&store),
             inbox,
             jobs: JoinSet::new(),
-            gc_running: false,
-            usage,
+            waits: JoinSet::new(),
             flush_every,
         };
         (DiskHandle { mailbox, store }, tokio::spawn(actor.run()))
@@ -289,12 +289,13 @@ impl DiskActor {
         ticker.tick().await;
         let shutdown_reply = loop {
             tokio::select! {
-                message = self.inbox.recv() => match message {
+                message = self.inbox.recv(), if self.jobs.len() < MAX_JOBS => match message {
                     Some(DiskMessage::Shutdown { reply }) => break Some(reply),
                     Some(message) => self.handle(message),
                     None => break None,
                 },
                 Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
+                Some(_) = self.waits.join_next(), if !self.waits.is_empty() => {}
                 _ = ticker.tick() => self.spawn_flush(),
             }
         };
@@ -309,6 +310,7 @@ impl DiskActor {
             }
         }
         while self.jobs.join_next().await.is_some() {}
+        while self.waits.join_next().await.is_some() {}
         let store = Arc::clone(&self.store);
         if let Ok(Err(error)) = tokio::task::spawn_blocking(move || store.flush()).await {
             tracing::warn!(%error, "cannot flush the cache index journal");
@@ -338,13 +340,11 @@ impl DiskActor {
             DiskMessage::Lookup { digest, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(lookup(store, &digest));
             }),
-            DiskMessage::Store { request, reply } => {
-                let estimate = self.store.settings().max_size;
-                self.spawn_job(move |store| {
-                    let _ = reply.send(store_result(store, *request));
-                });
-                self.maybe_evict(estimate);
-            }
+            DiskMessage::Store { request, reply } => self.spawn_job(move |store| {
+                let _ = reply.send(store_result(store, *request));
+                // After the reply: the caller does not wait for eviction.
+                store.evict_if_over_limit();
+            }),
             DiskMessage::Import { digest, blobs, result, reply } => self.spawn_job(move |store| {
                 let imported = blobs.iter().try_for_each(|blob| store.put_bytes(blob).map(drop));
                 let _ = reply
@@ -353,9 +353,12 @@ impl DiskActor {
             DiskMessage::Restore { entry, root, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(store.restore_outputs_with(&entry.result, &root, Some(&entry)));
             }),
-            DiskMessage::Lock { digest, timeout, reply } => self.spawn_job(move |store| {
-                let _ = reply.send(lock::acquire(store.layout(), &digest, timeout));
-            }),
+            DiskMessage::Lock { digest, timeout, reply } => {
+                let store = Arc::clone(&self.store);
+                self.waits.spawn_blocking(move || {
+                    let _ = reply.send(lock::acquire(store.layout(), &digest, timeout));
+                });
+            }
             DiskMessage::Gc { target, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(store.gc(target));
             }),
@@ -383,21 +386,6 @@ impl DiskActor {
                 let _ = reply.send(());
             }
         }
-    }
-
-    /// Starts a background gc when the store has grown past its limit (one at a time).
-    fn maybe_evict(&mut self, max_size: u64) {
-        self.usage = self.store.approximate_usage().max(self.usage);
-        if self.gc_running || self.usage <= max_size {
-            return;
-        }
-        self.gc_running = true;
-        self.spawn_job(move |store| {
-            match store.gc(GcTarget { max_size: max_size / 10 * 9, max_age: None }) {
-                Ok(report) => tracing::debug!(?report, "background eviction"),
-                Err(error) => tracing::warn!(%error, "background eviction failed"),
-            }
-        });
     }
 }
 

@@ -73,6 +73,10 @@ impl Journal {
         self.bytes_added.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    pub(super) fn unflushed_bytes(&self) -> u64 {
+        self.bytes_added.load(Ordering::Relaxed)
+    }
+
     pub(super) fn pending_len(&self) -> usize {
         self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }

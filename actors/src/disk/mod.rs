@@ -25,6 +25,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -95,6 +96,8 @@ pub struct DiskStore {
     journal: index::Journal,
     /// Paths already warned about, so each damaged file is logged once.
     warned: Mutex<HashSet<PathBuf>>,
+    /// Set while a background eviction runs, so stores do not start a second one.
+    evicting: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -116,6 +119,7 @@ impl DiskStore {
             pool,
             journal: index::Journal::default(),
             warned: Mutex::default(),
+            evicting: AtomicBool::new(false),
         })
     }
 
@@ -231,9 +235,30 @@ impl DiskStore {
         self.journal.pending_len()
     }
 
+    /// Bytes this process stored since its last flush (not yet in the usage file).
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.journal.unflushed_bytes()
+    }
+
     /// The approximate bytes stored, as of the last flush or gc of any process.
     pub fn approximate_usage(&self) -> u64 {
         index::read_usage(&self.layout)
+    }
+
+    /// Runs gc down to 90% of `max_size` when the store has grown past `max_size`, unless a gc
+    /// of this store is already running. Called after a store, off the caller's path.
+    pub fn evict_if_over_limit(&self) {
+        let max_size = self.settings.max_size;
+        if self.approximate_usage() + self.unflushed_bytes() <= max_size
+            || self.evicting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        match self.gc(GcTarget { max_size: max_size / 10 * 9, max_age: None }) {
+            Ok(report) => tracing::debug!(?report, "background eviction"),
+            Err(error) => tracing::warn!(%error, "background eviction failed"),
+        }
+        self.evicting.store(false, Ordering::Release);
     }
 
     /// Evicts by the configured policy until the store is at or under `target`.

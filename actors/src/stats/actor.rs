@@ -5,8 +5,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Counters, day_of};
 use crate::actor::call;
@@ -95,14 +97,29 @@ impl StatsActor {
         let mut ticker = tokio::time::interval(self.flush_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        // Periodic flushes run beside the loop, one at a time, so the mailbox keeps draining
+        // while the disk tier is busy and `record` never finds it full for that reason.
+        let mut background: JoinSet<Option<Counters>> = JoinSet::new();
         loop {
             let message = tokio::select! {
                 message = self.inbox.recv() => message,
                 _ = ticker.tick() => {
-                    self.flush().await;
+                    if background.is_empty() && let Some(merge) = self.take_merge() {
+                        background.spawn(merge);
+                    }
+                    continue;
+                }
+                Some(joined) = background.join_next(), if !background.is_empty() => {
+                    self.returned(joined.ok().flatten());
                     continue;
                 }
             };
+            let finishing = matches!(message, Some(StatsMessage::Shutdown { .. }) | None);
+            if finishing || matches!(message, Some(StatsMessage::Flush { .. })) {
+                while let Some(joined) = background.join_next().await {
+                    self.returned(joined.ok().flatten());
+                }
+            }
             match message {
                 Some(StatsMessage::Shutdown { reply }) => {
                     self.inbox.close();
@@ -114,11 +131,10 @@ impl StatsActor {
                     return;
                 }
                 Some(message) => self.handle(message).await,
-                None => break,
+                // Every handle is gone: the runtime was dropped without `shutdown`.
+                None => return self.flush().await,
             }
         }
-        // Every handle is gone: the runtime was dropped without `shutdown`.
-        self.flush().await;
     }
 
     async fn handle(&mut self, message: StatsMessage) {
@@ -140,22 +156,43 @@ impl StatsActor {
         }
     }
 
-    async fn flush(&mut self) {
-        let Some(disk) = &self.disk else { return };
+    /// Takes what is unflushed and returns the merge that writes it; the merge resolves to the
+    /// counts it could not write (to be added back), if any.
+    fn take_merge(&mut self) -> Option<impl Future<Output = Option<Counters>> + Send + 'static> {
+        let disk = self.disk.clone()?;
         if self.unflushed.is_empty() {
-            return;
+            return None;
         }
         let now = SystemTime::now();
-        let oldest_kept =
-            day_of(now - Duration::from_secs(86_400 * u64::from(self.retention_days.max(1) - 1)));
+        let days_kept = u64::from(self.retention_days.max(1) - 1);
+        let oldest_kept = day_of(now - Duration::from_secs(86_400 * days_kept));
         let delta = std::mem::take(&mut self.unflushed);
-        match disk.merge_stats(day_of(now), delta, oldest_kept).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot write cache statistics");
-                self.unflushed.add(&delta);
+        Some(async move {
+            match disk.merge_stats(day_of(now), delta, oldest_kept).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot write cache statistics");
+                    Some(delta)
+                }
+                Err(gone) => {
+                    tracing::warn!(%gone, "cannot write cache statistics");
+                    None
+                }
             }
-            Err(gone) => tracing::warn!(%gone, "cannot write cache statistics"),
+        })
+    }
+
+    fn returned(&mut self, unwritten: Option<Counters>) {
+        if let Some(delta) = unwritten {
+            self.unflushed.add(&delta);
+        }
+    }
+
+    /// Writes what is unflushed and waits for it.
+    async fn flush(&mut self) {
+        if let Some(merge) = self.take_merge() {
+            let unwritten = merge.await;
+            self.returned(unwritten);
         }
     }
 }
