@@ -154,6 +154,9 @@ pub(super) struct Walk<'a> {
     pub(super) stat_cache: &'a StatCache,
     pub(super) racy_window: Duration,
     pub(super) now_ns: i64,
+    /// Whether the stat cache held anything when the walk began: if not, an unsettled file has
+    /// no old entry to drop and need not be reported back.
+    pub(super) stat_cache_had_entries: bool,
 }
 
 /// State shared by the rayon tasks of one walk.
@@ -320,7 +323,9 @@ impl Walk<'_> {
             File::open(absolute).map_err(|error| KeyError::io(self.task, absolute, error))?;
         let hash = hash_open_file(&opened, metadata.len())
             .map_err(|error| KeyError::io(self.task, absolute, error))?;
-        let fresh = Some((path.clone(), stamp, hash));
+        // Only settled files go into the stat cache; skip the copy of the path for the rest.
+        let keep = self.stat_cache_had_entries || stamp.settled(self.now_ns, self.racy_window);
+        let fresh = keep.then(|| (path.clone(), stamp, hash));
         let file = InputFile { path, kind, hash, size: metadata.len() };
         Ok(Visited { file, fresh, source: Source::Read(metadata.len()) })
     }

@@ -199,6 +199,7 @@ impl KeyEngine {
             stat_cache: &stat_cache,
             racy_window: self.settings.racy_window,
             now_ns: stat_cache::now_ns(),
+            stat_cache_had_entries: !stat_cache.is_empty(),
         };
         self.pool.install(|| walk.run())
     }

@@ -55,7 +55,7 @@ impl FileStamp {
     }
 
     /// Whether the file has been still for longer than `window` before `now_ns`.
-    fn settled(&self, now_ns: i64, window: Duration) -> bool {
+    pub(super) fn settled(&self, now_ns: i64, window: Duration) -> bool {
         let window = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
         self.mtime_ns.max(self.ctime_ns).saturating_add(window) < now_ns
     }
