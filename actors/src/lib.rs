@@ -1,7 +1,26 @@
 //! The actors behind cuenv's task cache.
 //!
-//! This crate holds the engines that do the work: key generation (blake3 over input files on a
-//! rayon pool, with a stat cache), and, around them, the actors that own each piece of state.
+//! This crate holds the engines that do the work — key generation (blake3 over input files on a
+//! rayon pool, with a stat cache), the disk tier (CAS and action records), the memory tier
+//! (moka), statistics and the REAPI remote client — and, around each, the actor that owns it.
+//! Every actor is a cloneable `Handle` over a bounded `mpsc` mailbox and a task that owns the
+//! state and answers on `oneshot`s; [`Runtime`] starts them on the caller's tokio runtime and
+//! stops them in order.
+//!
+//! # Message flow
+//! ```text
+//!   caller (manager) ──► KeyGen ──► rayon pool ─┐
+//!        │  │  │  │                              └─► oneshot reply ──► caller
+//!        │  │  │  └───► MemoryTier ─────────────────► oneshot reply ──► caller
+//!        │  │  └──────► DiskTier ──► blocking jobs ──► oneshot reply ──► caller
+//!        │  └─────────► RemoteSync ─► download/upload tasks ─► oneshot reply ──► caller
+//!        │                  └─ try_send ─► Stats
+//!        └─ try_send ─► Stats ──────► DiskTier (merge buckets)
+//! ```
+//! Every arrow into an actor is a bounded mailbox; every answer is a oneshot. The
+//! actor-to-actor edges are RemoteSync → Stats (`try_send`, never waits) and Stats → DiskTier;
+//! nothing flows back along either, so bounded channels never form a cycle.
+//!
 
 mod actor;
 pub mod digest;

@@ -1,24 +1,12 @@
 //! The runtime: starts every actor on the caller's tokio runtime and stops them in order.
 //!
-//! # Message flow
-//! ```text
-//!   caller (manager) ──► KeyGen ──► rayon pool ─┐
-//!        │  │  │  │                              └─► oneshot reply ──► caller
-//!        │  │  │  └───► MemoryTier ─────────────────► oneshot reply ──► caller
-//!        │  │  └──────► DiskTier ──► blocking jobs ──► oneshot reply ──► caller
-//!        │  └─────────► RemoteSync ─► download/upload tasks ─► oneshot reply ──► caller
-//!        │                  └─ try_send ─► Stats
-//!        └─ try_send ─► Stats ──────► DiskTier (merge buckets)
-//! ```
-//! Every arrow into an actor is a bounded mailbox; every answer is a oneshot. The
-//! actor-to-actor edges are RemoteSync → Stats (`try_send`, never waits) and Stats → DiskTier;
-//! nothing flows back along either, so bounded channels never form a cycle.
+//! The message flow between the actors is drawn in the crate docs (`lib.rs`).
 //!
 //! # Shutdown
 //! [`Runtime::shutdown`] stops the actors in dependency order: KeyGen (its stat caches are
 //! handed to DiskTier first), MemoryTier, RemoteSync (pending uploads get a bounded wait),
-//! Stats (which flushes through DiskTier), and DiskTier last (which finishes its jobs and flushes its journal). Each actor, on its `Shutdown`
-//! message, closes its mailbox (later sends fail with `ActorGone`), handles what was already
+//! Stats (which flushes through DiskTier), and DiskTier last (which finishes its jobs and
+//! flushes its journal). Each actor, on its `Shutdown` message, closes its mailbox (later sends fail with `ActorGone`), handles what was already
 //! queued, and answers. Then every task is joined. Dropping the runtime without `shutdown`
 //! closes the mailboxes instead; actors then flush and exit on their own, and every write that
 //! was acknowledged is already on disk.

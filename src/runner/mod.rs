@@ -22,6 +22,7 @@ use cuenv_actors::Digest;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::config::CacheMode;
 use crate::error::Error;
 use crate::manager::{EnhancedCacheManager, Tier};
 use crate::task::TaskFile;
@@ -188,7 +189,11 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             let Some(name) = plan.next_ready() else { break };
             let dependencies = plan.dependency_digests(&name, &digests);
             running_names.insert(name.clone());
-            let needs_digest = plan.has_dependents(&name);
+            // A dependent's key needs this task's digest only if the dependent is cached.
+            let needs_digest = plan.dependents_of(&name).iter().any(|dependent| {
+                context.manager.get_task_cache_mode(&context.file.tasks[dependent])
+                    != CacheMode::Off
+            });
             running.spawn(run_task(Arc::clone(context), name, dependencies, needs_digest));
         }
         context.printer.progress(reports.len(), &running_names.iter().cloned().collect::<Vec<_>>());

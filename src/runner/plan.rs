@@ -90,9 +90,9 @@ impl Plan {
             .collect()
     }
 
-    /// Whether any task of the run depends on `name`.
-    pub(crate) fn has_dependents(&self, name: &str) -> bool {
-        self.dependents.get(name).is_some_and(|list| !list.is_empty())
+    /// The tasks of the run that depend on `name` directly.
+    pub(crate) fn dependents_of(&self, name: &str) -> &[String] {
+        self.dependents.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// Marks `name` done; its dependents whose dependencies are all done become ready.

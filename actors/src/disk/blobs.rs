@@ -197,8 +197,15 @@ impl DiskStore {
     /// replaces it with the good bytes it has in hand.
     fn existing_is_intact(&self, target: &Path, digest: &Digest, len: u64) -> bool {
         let Ok(file) = File::open(target) else { return false };
+        let hash = || {
+            if len >= LARGE_FILE {
+                self.pool.install(|| hash_open_file(&file, len))
+            } else {
+                hash_open_file(&file, len)
+            }
+        };
         let intact = file.metadata().is_ok_and(|metadata| metadata.len() == len)
-            && self.pool.install(|| hash_open_file(&file, len)).is_ok_and(|found| found == *digest);
+            && hash().is_ok_and(|found| found == *digest);
         if !intact {
             tracing::debug!(path = %target.display(), "replacing a damaged blob");
             return false;

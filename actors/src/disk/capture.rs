@@ -140,17 +140,17 @@ impl Walker<'_> {
 }
 
 impl DiskStore {
-    /// Stores every captured file as a blob (in parallel on the pool).
+    /// Stores every captured file as a blob: in parallel on the pool when there are many, inline
+    /// when there are few (waking the pool for one file costs more than it saves).
     pub fn store_outputs(&self, captured: &CapturedOutputs) -> io::Result<Vec<OutputFile>> {
-        self.pool.install(|| {
-            captured
-                .files
-                .par_iter()
-                .map(|(path, absolute, executable)| {
-                    let (digest, size) = self.put_file(absolute)?;
-                    Ok(OutputFile { path: path.clone(), digest, size, executable: *executable })
-                })
-                .collect()
-        })
+        let store_one = |(path, absolute, executable): &(String, PathBuf, bool)| {
+            let (digest, size) = self.put_file(absolute)?;
+            Ok(OutputFile { path: path.clone(), digest, size, executable: *executable })
+        };
+        if captured.files.len() > 16 {
+            self.pool.install(|| captured.files.par_iter().map(store_one).collect())
+        } else {
+            captured.files.iter().map(store_one).collect()
+        }
     }
 }

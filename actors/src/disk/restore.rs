@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::DiskStore;
 use super::blobs::CopyOut;
 use crate::fsio;
-use crate::key_gen::hash_open_file;
+use crate::key_gen::{LARGE_FILE, hash_open_file};
 use crate::memory::MemoryEntry;
 use crate::result::{ActionResult, OutputFile};
 
@@ -139,8 +139,12 @@ impl DiskStore {
     ) -> Result<u64, RestoreError> {
         let parent = dirs.ensure_parent(&file.path)?;
         let target = root.join(&file.path);
-        if already_in_place(&target, file) {
+        if self.already_in_place(&target, file) {
             return Ok(0);
+        }
+        let in_memory = memory.and_then(|entry| entry.blob(&file.digest)).is_some();
+        if file.size >= LARGE_FILE && !in_memory {
+            return self.restore_large(file, &parent, &target);
         }
         let io_error = |source| RestoreError::Io { path: target.clone(), source };
         let (temp_file, temp) = fsio::create_temp(&parent, "out").map_err(io_error)?;
@@ -171,18 +175,68 @@ impl DiskStore {
     }
 }
 
-/// Whether `target` already is `file`: a regular file of the same size and execute bit whose
-/// content hashes to the same digest. Then a restore leaves it alone (no rewrite, no new mtime),
-/// as when the outputs of a previous run are still there.
-fn already_in_place(target: &Path, file: &OutputFile) -> bool {
-    let Ok(metadata) = fs::symlink_metadata(target) else { return false };
-    let executable = metadata.permissions().mode() & 0o111 != 0;
-    if !metadata.is_file() || metadata.len() != file.size || executable != file.executable {
-        return false;
+impl DiskStore {
+    /// A large output: the kernel copies the blob (`copy_file_range`, a reflink where the
+    /// filesystem can) while the pool hashes the blob; the copy is renamed into place only if
+    /// the blob verified.
+    fn restore_large(
+        &self,
+        file: &OutputFile,
+        parent: &Path,
+        target: &Path,
+    ) -> Result<u64, RestoreError> {
+        let blob_path = self.layout.blob(&file.digest);
+        let blob = match fs::File::open(&blob_path) {
+            Ok(blob) => blob,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(RestoreError::BlobGone { path: file.path.clone() });
+            }
+            Err(source) => return Err(RestoreError::Io { path: blob_path, source }),
+        };
+        let temp = fsio::temp_path(parent, "out");
+        let (verified, copied) = self.pool.install(|| {
+            rayon::join(|| hash_open_file(&blob, file.size), || fs::copy(&blob_path, &temp))
+        });
+        let io_error = |source| RestoreError::Io { path: target.to_owned(), source };
+        let outcome = match (verified, copied) {
+            (Ok(found), Ok(len)) if found == file.digest && len == file.size => {
+                let mode = if file.executable { 0o755 } else { 0o644 };
+                fs::set_permissions(&temp, fs::Permissions::from_mode(mode))
+                    .and_then(|()| replace(&temp, target))
+                    .map(|()| len)
+                    .map_err(io_error)
+            }
+            (Ok(_), Ok(_)) | (Err(_), _) => {
+                self.remove_damaged(&blob_path, "blob content does not match its digest");
+                Err(RestoreError::BlobGone { path: file.path.clone() })
+            }
+            (Ok(_), Err(source)) => Err(io_error(source)),
+        };
+        if outcome.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        outcome
     }
-    fs::File::open(target)
-        .and_then(|opened| hash_open_file(&opened, file.size))
-        .is_ok_and(|found| found == file.digest)
+}
+
+impl DiskStore {
+    /// Whether `target` already is `file`: a regular file of the same size and execute bit
+    /// whose content hashes to the same digest. Then a restore leaves it alone (no rewrite, no
+    /// new mtime), as when the outputs of a previous run are still there.
+    fn already_in_place(&self, target: &Path, file: &OutputFile) -> bool {
+        let Ok(metadata) = fs::symlink_metadata(target) else { return false };
+        let executable = metadata.permissions().mode() & 0o111 != 0;
+        if !metadata.is_file() || metadata.len() != file.size || executable != file.executable {
+            return false;
+        }
+        let Ok(opened) = fs::File::open(target) else { return false };
+        let hashed = if file.size >= LARGE_FILE {
+            self.pool.install(|| hash_open_file(&opened, file.size))
+        } else {
+            hash_open_file(&opened, file.size)
+        };
+        hashed.is_ok_and(|found| found == file.digest)
+    }
 }
 
 /// Renames `temp` over `target`, first removing a directory that stands where the file goes

@@ -1,11 +1,12 @@
-//! The `KeyGen` actor: owns the key engine and hands each request to the hashing pool, so a
-//! tokio worker never blocks on hashing and several keys are computed at once.
+//! The `KeyGen` actor: owns the key engine and computes each key on a blocking thread (which
+//! uses the library's hashing pool for many or large inputs), so a tokio worker never blocks on
+//! hashing and several keys are computed at once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::{ActionKey, KeyEngine, KeyError, KeyRequest};
 use crate::actor::call;
@@ -61,7 +62,7 @@ impl KeyGenHandle {
         self.mailbox.is_closed()
     }
 
-    /// Stops accepting requests; requests already handed to the pool still get their answers.
+    /// Stops accepting requests, finishes the keys being computed, and stops.
     pub async fn shutdown(&self) -> Result<(), ActorGone> {
         call(&self.mailbox, NAME, |reply| KeyGenMessage::Shutdown { reply }).await
     }
@@ -69,24 +70,36 @@ impl KeyGenHandle {
 
 impl KeyGenActor {
     async fn run(mut self) {
-        while let Some(message) = self.inbox.recv().await {
-            if let KeyGenMessage::Shutdown { reply } = message {
-                self.inbox.close();
-                while let Some(message) = self.inbox.recv().await {
-                    self.handle(message);
+        // Each key is computed on a blocking thread, which fans out to the pool only when the
+        // inputs are many or large; these are joined before the actor exits.
+        let mut jobs: JoinSet<()> = JoinSet::new();
+        loop {
+            let message = tokio::select! {
+                message = self.inbox.recv() => message,
+                Some(_) = jobs.join_next(), if !jobs.is_empty() => continue,
+            };
+            match message {
+                Some(KeyGenMessage::Shutdown { reply }) => {
+                    self.inbox.close();
+                    while let Some(message) = self.inbox.recv().await {
+                        self.handle(message, &mut jobs);
+                    }
+                    while jobs.join_next().await.is_some() {}
+                    let _ = reply.send(());
+                    return;
                 }
-                let _ = reply.send(());
-                return;
+                Some(message) => self.handle(message, &mut jobs),
+                None => break,
             }
-            self.handle(message);
         }
+        while jobs.join_next().await.is_some() {}
     }
 
-    fn handle(&mut self, message: KeyGenMessage) {
+    fn handle(&mut self, message: KeyGenMessage, jobs: &mut JoinSet<()>) {
         match message {
             KeyGenMessage::Compute { request, reply } => {
                 let engine = Arc::clone(&self.engine);
-                self.engine.spawn(move || {
+                jobs.spawn_blocking(move || {
                     let _ = reply.send(engine.compute(&request));
                 });
             }

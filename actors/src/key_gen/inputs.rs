@@ -1,29 +1,29 @@
-//! Input resolution: globs to a sorted list of hashed files, walked and hashed in parallel.
+//! Input resolution: globs to a sorted list of hashed files.
 //!
 //! Each glob is joined to the working directory, normalised, and split into a literal base
-//! directory and the glob itself. Only the bases are walked (never the whole project); every
-//! directory and every batch of files becomes a rayon task, so stat, read and hash spread over
-//! the pool. `.git` directories and the cache directory are never entered; symlinks are hashed
-//! as links and never followed.
+//! directory and the glob itself. Only the bases are listed (never the whole project), one
+//! `readdir` per directory; then the candidates are stat'ed and hashed — on the library's pool
+//! when there are many (so stat, read and hash spread over the cores), inline when there are
+//! few (so a small task never wakes the pool). `.git` directories and the cache directory are
+//! never entered; symlinks are hashed as links and never followed.
 
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
 
 use super::KeyError;
-use super::hash::hash_open_file;
+use super::hash::{LARGE_FILE, hash_open_file};
 use super::manifest::{InputFile, InputKind};
 use super::stat_cache::{FileStamp, StatCache};
 use crate::Digest;
 
-/// Files are handed to rayon in batches of this many, so a directory of 10,000 files still
-/// spreads over every thread.
-const BATCH: usize = 64;
+/// From this many candidate files on, stat and hash run on the pool.
+const PARALLEL_AT: usize = 256;
 
 /// Compiled input patterns of one task.
 pub(crate) struct InputSpec {
@@ -157,13 +157,8 @@ pub(super) struct Walk<'a> {
     /// Whether the stat cache held anything when the walk began: if not, an unsettled file has
     /// no old entry to drop and need not be reported back.
     pub(super) stat_cache_had_entries: bool,
-}
-
-/// State shared by the rayon tasks of one walk.
-struct Shared {
-    collected: Mutex<Collected>,
-    /// Literal inputs that turned out to be directories.
-    literal_dirs: Vec<String>,
+    /// The library's pool, for many files and for large ones.
+    pub(super) pool: &'a rayon::ThreadPool,
 }
 
 #[derive(Default)]
@@ -171,14 +166,17 @@ struct Collected {
     files: Vec<InputFile>,
     fresh: Vec<(String, FileStamp, Digest)>,
     counts: HashCounts,
-    error: Option<KeyError>,
 }
 
 impl Walk<'_> {
-    /// Resolves and hashes every input. Runs on the current rayon pool.
+    /// Resolves and hashes every input, in two phases: list the candidate files (one `readdir`
+    /// per directory, no stat), then stat and hash them — inline when there are few (a small
+    /// task never wakes the pool, whose idle threads would spin beside the tasks being run), on
+    /// the pool when there are many.
     pub(super) fn run(&self) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
-        let mut shared = Shared { collected: Mutex::default(), literal_dirs: Vec::new() };
+        let mut literal_dirs = Vec::new();
         let mut bases = self.spec.bases.clone();
+        let mut candidates: Vec<(String, PathBuf)> = Vec::new();
         for (pattern, path) in &self.spec.literals {
             let absolute = self.root.join(path);
             let metadata = fs::symlink_metadata(&absolute).map_err(|error| match error.kind() {
@@ -190,105 +188,74 @@ impl Walk<'_> {
             if metadata.is_dir() {
                 // A literal directory stands for every file below it.
                 bases.push(path.clone());
-                shared.literal_dirs.push(path.clone());
+                literal_dirs.push(path.clone());
             } else if !self.spec.ignore.is_match(path) {
-                let outcome = self.visit_file(path.clone(), &absolute, &metadata);
-                merge(&shared.collected, vec![outcome]);
+                candidates.push((path.clone(), absolute));
             }
         }
-        let bases = outermost(bases);
-        rayon::scope(|scope| {
-            for base in &bases {
-                self.walk_dir(scope, &shared, base.clone());
-            }
-        });
-        let mut collected =
-            shared.collected.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(error) = collected.error.take() {
-            return Err(error);
+        for base in outermost(bases) {
+            self.list(base, &literal_dirs, &mut candidates)?;
         }
-        self.stat_cache.record(std::mem::take(&mut collected.fresh), self.now_ns, self.racy_window);
-        let mut files = collected.files;
-        files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        files.dedup_by(|a, b| a.path == b.path);
-        Ok((files, collected.counts))
+        candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        candidates.dedup_by(|a, b| a.0 == b.0);
+        let visit = |(path, absolute): (String, PathBuf)| {
+            let metadata = fs::symlink_metadata(&absolute)
+                .map_err(|error| KeyError::io(self.task, &absolute, error))?;
+            self.visit_file(path, &absolute, &metadata)
+        };
+        let visited: Vec<Visited> = if candidates.len() >= PARALLEL_AT {
+            self.pool.install(|| candidates.into_par_iter().map(visit).collect::<Result<_, _>>())?
+        } else {
+            candidates.into_iter().map(visit).collect::<Result<_, _>>()?
+        };
+        let collected = collect(visited);
+        self.stat_cache.record(collected.fresh, self.now_ns, self.racy_window);
+        Ok((collected.files, collected.counts))
     }
 
-    fn wanted(&self, shared: &Shared, path: &str) -> bool {
-        let in_literal_dir = shared.literal_dirs.iter().any(|dir| {
+    fn wanted(&self, literal_dirs: &[String], path: &str) -> bool {
+        let in_literal_dir = literal_dirs.iter().any(|dir| {
             dir.is_empty()
                 || (path.starts_with(dir.as_str()) && path.as_bytes().get(dir.len()) == Some(&b'/'))
         });
         (in_literal_dir || self.spec.include.is_match(path)) && !self.spec.ignore.is_match(path)
     }
 
-    fn walk_dir<'s>(&'s self, scope: &rayon::Scope<'s>, shared: &'s Shared, dir: String) {
-        scope.spawn(move |scope| {
+    /// Lists the files under `base` that the inputs want (files and symlinks; `.git` and the
+    /// cache directory are never entered; a missing base matches nothing).
+    fn list(
+        &self,
+        base: String,
+        literal_dirs: &[String],
+        out: &mut Vec<(String, PathBuf)>,
+    ) -> Result<(), KeyError> {
+        let mut stack = vec![base];
+        while let Some(dir) = stack.pop() {
             let absolute =
                 if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(&dir) };
             let entries = match fs::read_dir(&absolute) {
                 Ok(entries) => entries,
-                // A glob's base that does not exist simply matches nothing.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
-                Err(error) => {
-                    return fail(&shared.collected, KeyError::io(self.task, &absolute, error));
-                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(KeyError::io(self.task, &absolute, error)),
             };
-            let mut batch = Vec::with_capacity(BATCH);
             for entry in entries {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(error) => {
-                        return fail(&shared.collected, KeyError::io(self.task, &absolute, error));
-                    }
-                };
+                let entry = entry.map_err(|error| KeyError::io(self.task, &absolute, error))?;
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
                 let path = if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") };
-                let file_type = match entry.file_type() {
-                    Ok(file_type) => file_type,
-                    Err(error) => {
-                        return fail(
-                            &shared.collected,
-                            KeyError::io(self.task, &entry.path(), error),
-                        );
-                    }
-                };
+                let file_type = entry
+                    .file_type()
+                    .map_err(|error| KeyError::io(self.task, &entry.path(), error))?;
                 if file_type.is_dir() {
                     if name != ".git" && !self.skip_dirs.iter().any(|skip| *skip == entry.path()) {
-                        self.walk_dir(scope, shared, path);
+                        stack.push(path);
                     }
-                } else if self.wanted(shared, &path) {
-                    batch.push((path, entry));
-                    if batch.len() == BATCH {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        self.hash_batch(scope, &shared.collected, full);
-                    }
+                } else if self.wanted(literal_dirs, &path) {
+                    out.push((path, entry.path()));
                 }
             }
-            self.hash_batch(scope, &shared.collected, batch);
-        });
-    }
-
-    fn hash_batch<'s>(
-        &'s self,
-        scope: &rayon::Scope<'s>,
-        collected: &'s Mutex<Collected>,
-        batch: Vec<(String, fs::DirEntry)>,
-    ) {
-        if batch.is_empty() {
-            return;
         }
-        scope.spawn(move |_| {
-            let outcomes = batch
-                .into_iter()
-                .map(|(path, entry)| match entry.metadata() {
-                    Ok(metadata) => self.visit_file(path, &entry.path(), &metadata),
-                    Err(error) => Err(KeyError::io(self.task, &entry.path(), error)),
-                })
-                .collect();
-            merge(collected, outcomes);
-        });
+        Ok(())
     }
 
     fn visit_file(
@@ -321,8 +288,14 @@ impl Walk<'_> {
         }
         let opened =
             File::open(absolute).map_err(|error| KeyError::io(self.task, absolute, error))?;
-        let hash = hash_open_file(&opened, metadata.len())
-            .map_err(|error| KeyError::io(self.task, absolute, error))?;
+        let len = metadata.len();
+        // Large files fan out over the pool (a no-op hop when already on it).
+        let hashed = if len >= LARGE_FILE {
+            self.pool.install(|| hash_open_file(&opened, len))
+        } else {
+            hash_open_file(&opened, len)
+        };
+        let hash = hashed.map_err(|error| KeyError::io(self.task, absolute, error))?;
         // Only settled files go into the stat cache; skip the copy of the path for the rest.
         let keep = self.stat_cache_had_entries || stamp.settled(self.now_ns, self.racy_window);
         let fresh = keep.then(|| (path.clone(), stamp, hash));
@@ -347,32 +320,22 @@ enum Source {
     Link,
 }
 
-fn merge(collected: &Mutex<Collected>, outcomes: Vec<Result<Visited, KeyError>>) {
-    let mut collected = collected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for outcome in outcomes {
-        match outcome {
-            Ok(visited) => {
-                match visited.source {
-                    Source::Read(bytes) => {
-                        collected.counts.hashed += 1;
-                        collected.counts.bytes_hashed += bytes;
-                    }
-                    Source::StatCache => collected.counts.reused += 1,
-                    Source::Link => {}
-                }
-                collected.fresh.extend(visited.fresh);
-                collected.files.push(visited.file);
+fn collect(visited: Vec<Visited>) -> Collected {
+    let mut collected = Collected::default();
+    collected.files.reserve(visited.len());
+    for visited in visited {
+        match visited.source {
+            Source::Read(bytes) => {
+                collected.counts.hashed += 1;
+                collected.counts.bytes_hashed += bytes;
             }
-            Err(error) => {
-                collected.error.get_or_insert(error);
-            }
+            Source::StatCache => collected.counts.reused += 1,
+            Source::Link => {}
         }
+        collected.fresh.extend(visited.fresh);
+        collected.files.push(visited.file);
     }
-}
-
-fn fail(collected: &Mutex<Collected>, error: KeyError) {
-    let mut collected = collected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    collected.error.get_or_insert(error);
+    collected
 }
 
 #[cfg(test)]

@@ -200,8 +200,9 @@ impl KeyEngine {
             racy_window: self.settings.racy_window,
             now_ns: stat_cache::now_ns(),
             stat_cache_had_entries: !stat_cache.is_empty(),
+            pool: &self.pool,
         };
-        self.pool.install(|| walk.run())
+        walk.run()
     }
 
     /// The stat cache of a project, loaded on first use.
@@ -229,11 +230,6 @@ impl KeyEngine {
             caches.values().cloned().collect()
         };
         caches.iter().filter_map(|cache| cache.take_snapshot()).collect()
-    }
-
-    /// Runs `work` on the hashing pool without waiting for it.
-    pub fn spawn(&self, work: impl FnOnce() + Send + 'static) {
-        self.pool.spawn(work);
     }
 
     /// Runs `work` on the hashing pool (for other CPU-bound work such as hashing outputs).
