@@ -22,4 +22,4 @@ pub use cuenv_actors::{Digest, stats::Counters};
 pub use error::Error;
 pub use fields::Problem;
 pub use key::{TaskInvocation, key_request};
-pub use manager::{EnhancedCacheManager, Execution, Source, Tier};
+pub use manager::{EnhancedCacheManager, ExecuteOptions, Execution, Source, Tier};

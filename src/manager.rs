@@ -19,6 +19,7 @@ use cuenv_actors::remote::RemoteSettings;
 use cuenv_actors::result::{ActionResult, TaskOutput};
 use cuenv_actors::stats::Counters;
 use cuenv_actors::{Digest, Runtime, RuntimeSettings};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::config::{
@@ -34,6 +35,16 @@ use std::sync::{Arc, Mutex};
 /// How long a process waits for another process executing the same action before it executes
 /// itself, when the task sets no `cacheConfig.timeout`.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// How one call behaves, beyond its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecuteOptions {
+    /// Return as soon as the execution finished, and store its result in the background (the
+    /// cross-process lock is held until the store is done; shutdown waits for it; a concurrent
+    /// identical call waits for the store and shares the result). `cuenv run` uses this so a
+    /// task's dependents start while its outputs are being stored.
+    pub store_in_background: bool,
+}
 
 /// Which tier served a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +225,21 @@ impl EnhancedCacheManager {
         Fut: Future<Output = Result<TaskOutput, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        self.execute_with(invocation, ExecuteOptions::default(), execute_fn).await
+    }
+
+    /// Like [`EnhancedCacheManager::execute`], with options.
+    pub async fn execute_with<F, Fut, E>(
+        &self,
+        invocation: TaskInvocation<'_>,
+        options: ExecuteOptions,
+        execute_fn: F,
+    ) -> Result<Execution, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<TaskOutput, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let pass = self.inner.gate.enter().ok_or(Error::ShuttingDown)?;
         let task = invocation.task_name.to_owned();
         let mode = self.get_task_cache_mode(invocation.task);
@@ -251,15 +277,22 @@ impl EnhancedCacheManager {
                 let wait = leader.wait();
                 let inner = Arc::clone(&self.inner);
                 let leader_pass = pass.share();
+                let (early_tx, early_rx) = oneshot::channel();
+                let early_tx = options.store_in_background.then_some(early_tx);
                 {
                     let mut leaders =
                         self.inner.leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     while leaders.try_join_next().is_some() {}
                     leaders.spawn(async move {
-                        let value = inner.lead(job, execute_fn).await;
+                        let value = inner.lead(job, execute_fn, early_tx).await;
                         leader.complete(value);
                         drop(leader_pass);
                     });
+                }
+                // With a background store, the execution comes back before its store is done;
+                // if nothing comes early (a hit after the lock, an error), the flight's value does.
+                if let Ok(execution) = early_rx.await {
+                    return Ok(execution);
                 }
                 wait.await.map_err(|_| Error::Abandoned { task: task.clone() })?
             }
@@ -289,6 +322,8 @@ impl EnhancedCacheManager {
         let output = execute_fn()
             .await
             .map_err(|error| Error::Execute { task: task.clone(), source: error.into().into() })?;
+        output.stdout.discard();
+        output.stderr.discard();
         self.inner.record(Counters { executions: 1, ..Counters::default() });
         Ok(Execution {
             task,
@@ -474,8 +509,14 @@ impl Inner {
         }))
     }
 
-    /// The leader's half: lock across processes, look again, execute, store.
-    async fn lead<F, Fut, E>(&self, job: Job, execute_fn: F) -> Flown
+    /// The leader's half: lock across processes, look again, execute, store. With `early`, the
+    /// execution is handed back before the store (which keeps the lock until it is done).
+    async fn lead<F, Fut, E>(
+        &self,
+        job: Job,
+        execute_fn: F,
+        early: Option<oneshot::Sender<Execution>>,
+    ) -> Flown
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<TaskOutput, E>>,
@@ -505,18 +546,26 @@ impl Inner {
         self.record(Counters { executions: 1, ..Counters::default() });
         let exit_code = output.exit_code;
         let cacheable = job.mode.writes() && (exit_code == 0 || self.config.cache_failures);
-        let (entry, stored) =
-            if cacheable { self.store(&job, output, duration_ms).await } else { (None, false) };
-        Ok(Execution {
-            task: job.task,
+        let mut execution = Execution {
+            task: job.task.clone(),
             digest: Some(job.digest),
             exit_code,
             source: Source::Executed,
             duration_ms,
-            entry,
-            stored,
-            project_root: job.root,
-        })
+            entry: None,
+            stored: false,
+            project_root: job.root.clone(),
+        };
+        if let Some(early) = early {
+            let _ = early.send(execution.clone());
+        }
+        if cacheable {
+            (execution.entry, execution.stored) = self.store(&job, output, duration_ms).await;
+        } else {
+            output.stdout.discard();
+            output.stderr.discard();
+        }
+        Ok(execution)
     }
 
     /// Stores an execution's result; a failure to store is logged, never the task's failure.

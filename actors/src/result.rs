@@ -112,6 +112,18 @@ pub enum Log {
     Bytes(Vec<u8>),
     /// A file holding the bytes; it is read, not moved or removed.
     File(PathBuf),
+    /// A temporary file the cache takes over: read if the result is stored, and removed in any
+    /// case (the task runner spills large logs to these).
+    Spilled(PathBuf),
+}
+
+impl Log {
+    /// Removes a spilled log's file; other logs are left alone.
+    pub fn discard(&self) {
+        if let Log::Spilled(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// What an execution hands back to the cache.

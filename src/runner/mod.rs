@@ -128,8 +128,6 @@ pub(crate) struct Context {
     /// One permit per task process allowed to run at once (`--jobs`). Keys, lookups and
     /// replays take no permit: a hit has no process, so hits never wait behind executions.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
-    /// Where this run captures logs; removed at the end of the run.
-    pub(crate) logs: tempfile::TempDir,
 }
 
 /// Checks that the run can be planned: every task exists, and no two tasks that may run at the
@@ -152,10 +150,6 @@ pub async fn run(
     overlap::check(&file, &plan)?;
     let printer =
         Arc::new(Printer::new(plan.order.clone(), plan.order.len() > 1, options.no_color));
-    let logs = tempfile::Builder::new()
-        .prefix("cuenv-run-")
-        .tempdir()
-        .map_err(|error| Error::Plan(format!("cannot create a temp dir for logs: {error}")))?;
     let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.get()));
     let context = Arc::new(Context {
         manager: manager.clone(),
@@ -165,7 +159,6 @@ pub async fn run(
         printer: Arc::clone(&printer),
         cancel,
         slots,
-        logs,
     });
     let tasks = schedule(&context, plan).await;
     printer.finish();

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+
+use cuenv_actors::result::Log;
 
 use super::output::{Printer, Stream};
 
@@ -29,9 +31,6 @@ pub(crate) struct Spawn {
     pub(crate) args: Vec<String>,
     /// Where it runs.
     pub(crate) cwd: PathBuf,
-    /// Where stdout and stderr are captured.
-    pub(crate) stdout_file: PathBuf,
-    pub(crate) stderr_file: PathBuf,
     /// Kill it after this long.
     pub(crate) timeout: Option<Duration>,
 }
@@ -47,12 +46,13 @@ pub(crate) enum Ended {
     Cancelled,
 }
 
-/// Runs `spawn` to completion. `cancel` flips to `true` on Ctrl-C.
+/// Runs `spawn` to completion and returns how it ended with its captured stdout and stderr.
+/// `cancel` flips to `true` on Ctrl-C.
 pub(crate) async fn run(
     spawn: &Spawn,
     printer: &Arc<Printer>,
     mut cancel: watch::Receiver<bool>,
-) -> io::Result<Ended> {
+) -> io::Result<(Ended, Log, Log)> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(&spawn.shell_text)
@@ -72,20 +72,8 @@ pub(crate) async fn run(
             )
         })?;
     let group = child.id().and_then(|id| i32::try_from(id).ok());
-    let stdout = pump(
-        child.stdout.take(),
-        &spawn.stdout_file,
-        spawn.task.clone(),
-        Stream::Stdout,
-        Arc::clone(printer),
-    );
-    let stderr = pump(
-        child.stderr.take(),
-        &spawn.stderr_file,
-        spawn.task.clone(),
-        Stream::Stderr,
-        Arc::clone(printer),
-    );
+    let stdout = pump(child.stdout.take(), spawn.task.clone(), Stream::Stdout, Arc::clone(printer));
+    let stderr = pump(child.stderr.take(), spawn.task.clone(), Stream::Stderr, Arc::clone(printer));
     let deadline = async {
         match spawn.timeout {
             Some(timeout) => tokio::time::sleep(timeout).await,
@@ -104,9 +92,9 @@ pub(crate) async fn run(
         () = cancelled => { kill_group(group, &mut child).await; Ended::Cancelled }
     };
     // The logs are complete once both pipes reach end of file.
-    stdout.await.map_err(io::Error::other)??;
-    stderr.await.map_err(io::Error::other)??;
-    Ok(ended)
+    let stdout = stdout.await.map_err(io::Error::other)??;
+    let stderr = stderr.await.map_err(io::Error::other)??;
+    Ok((ended, stdout, stderr))
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -127,18 +115,22 @@ async fn kill_group(group: Option<i32>, child: &mut Child) {
     let _ = child.wait().await;
 }
 
-/// Copies a pipe to its capture file and, line by line, to the printer.
+/// Logs up to this size stay in memory; a larger log spills to its capture file.
+const SPILL_AT: usize = 1 << 20;
+
+/// Copies a pipe, line by line, to the printer and to the capture: in memory while small, in a
+/// temp file once it grows past [`SPILL_AT`] (a large log is never held in memory). A spilled
+/// log is handed to the cache, which removes the file once it has stored it (or chose not to).
 fn pump(
     pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
-    file: &Path,
     task: String,
     stream: Stream,
     printer: Arc<Printer>,
-) -> tokio::task::JoinHandle<io::Result<()>> {
-    let file = file.to_owned();
+) -> tokio::task::JoinHandle<io::Result<Log>> {
     tokio::spawn(async move {
-        let mut capture = tokio::fs::File::create(&file).await?;
-        let Some(pipe) = pipe else { return Ok(()) };
+        let mut memory = Vec::new();
+        let mut spilled: Option<(tokio::fs::File, PathBuf)> = None;
+        let Some(pipe) = pipe else { return Ok(Log::Bytes(memory)) };
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
         let mut line = Vec::with_capacity(256);
         loop {
@@ -146,9 +138,30 @@ fn pump(
             if reader.read_until(b'\n', &mut line).await? == 0 {
                 break;
             }
-            capture.write_all(&line).await?;
             printer.line(&task, stream, &line);
+            match &mut spilled {
+                Some((capture, _)) => capture.write_all(&line).await?,
+                None if memory.len() + line.len() > SPILL_AT => {
+                    let (std_file, path) = tempfile::Builder::new()
+                        .prefix("cuenv-log-")
+                        .tempfile()?
+                        .keep()
+                        .map_err(|error| error.error)?;
+                    let mut capture = tokio::fs::File::from_std(std_file);
+                    capture.write_all(&memory).await?;
+                    capture.write_all(&line).await?;
+                    memory = Vec::new();
+                    spilled = Some((capture, path));
+                }
+                None => memory.extend_from_slice(&line),
+            }
         }
-        capture.flush().await
+        match spilled {
+            Some((mut capture, path)) => {
+                capture.flush().await?;
+                Ok(Log::Spilled(path))
+            }
+            None => Ok(Log::Bytes(memory)),
+        }
     })
 }

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cuenv_actors::Digest;
-use cuenv_actors::result::{Log, TaskOutput};
+use cuenv_actors::result::TaskOutput;
 
 use super::output::Stream;
 use super::process::{self, Ended, Spawn};
 use super::{Context, TaskStatus};
 use crate::error::Error;
 use crate::key::TaskInvocation;
-use crate::manager::{Execution, Source, Tier};
+use crate::manager::{ExecuteOptions, Execution, Source, Tier};
 
 /// Runs task `name`; returns its status, digest and the time a hit saved.
 pub(super) async fn execute(
@@ -33,14 +33,11 @@ pub(super) async fn execute(
         args,
         dependencies,
     };
-    let index = context.file.tasks.keys().position(|n| n == name).unwrap_or(0);
     let spawn = Spawn {
         task: name.to_owned(),
         shell_text: task.shell_text().to_owned(),
         args: args.to_vec(),
         cwd: task.working_dir_path(&context.file.root),
-        stdout_file: context.logs.path().join(format!("{index}.out")),
-        stderr_file: context.logs.path().join(format!("{index}.err")),
         timeout: task.cache_config.timeout.map(Duration::from_secs),
     };
     let (printer, cancel) = (Arc::clone(&context.printer), context.cancel.clone());
@@ -49,22 +46,23 @@ pub(super) async fn execute(
         // The slot is held while the process runs, and only then.
         let _slot = slots.acquire_owned().await.map_err(io::Error::other)?;
         match process::run(&spawn, &printer, cancel).await? {
-            Ended::Exited(exit_code) => Ok(TaskOutput {
-                exit_code,
-                stdout: Log::File(spawn.stdout_file.clone()),
-                stderr: Log::File(spawn.stderr_file.clone()),
-            }),
-            Ended::TimedOut => Err(io::Error::new(
+            (Ended::Exited(exit_code), stdout, stderr) => {
+                Ok(TaskOutput { exit_code, stdout, stderr })
+            }
+            (Ended::TimedOut, ..) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
                     "timed out after {} s; its process group was killed",
                     spawn.timeout.unwrap_or_default().as_secs()
                 ),
             )),
-            Ended::Cancelled => Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted")),
+            (Ended::Cancelled, ..) => {
+                Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"))
+            }
         }
     };
-    let execution = context.manager.execute(invocation, execute_fn).await?;
+    let options = ExecuteOptions { store_in_background: true };
+    let execution = context.manager.execute_with(invocation, options, execute_fn).await?;
     let digest = match execution.digest {
         Some(digest) => Some(digest),
         None if needs_digest => Some(context.manager.compute_key(invocation).await?.digest),

@@ -874,3 +874,22 @@ fn a_task_timeout_kills_it() {
     assert!(!p.state().join("finished").exists());
     assert_eq!(p.runs("hang"), 1);
 }
+
+// A log larger than what is kept in memory spills to a file while the task runs, and is
+// stored and replayed whole.
+#[test]
+fn large_logs_are_stored_and_replayed_whole() {
+    let p = Project::new(&format!(
+        "[tasks.noisy]\ncommand = '{}; seq 1 300000; seq 1 1000 >&2'\n",
+        mark("noisy")
+    ));
+    let first = p.run(&["run", "noisy"]).ok();
+    let expected: String = (1..=300_000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(first.stdout, expected);
+    let second = p.run(&["run", "noisy"]).ok();
+    assert!(second.hit("noisy"), "{}", second.stderr);
+    assert_eq!(p.runs("noisy"), 1);
+    assert_eq!(second.stdout, expected, "replayed stdout differs");
+    let errors: String = (1..=1000).map(|n| format!("{n}\n")).collect();
+    assert!(second.stderr.contains(&errors), "stderr replayed");
+}

@@ -1,5 +1,6 @@
 //! Remote cache tests against a real BuildGrid server: negotiation, round trips through batch
-//! calls and ByteStream, a dying server, a read-only server, and refused credentials.
+//! calls and ByteStream, a dying server, a read-only server, refused credentials, and TLS with
+//! a custom CA.
 //!
 //! Each test starts its own server (nextest runs every test in its own process), so each
 //! covers a whole scenario rather than one assertion.
@@ -240,6 +241,7 @@ async fn read_only_server_serves_downloads_and_skips_uploads() {
         allow_updates: false,
         writer_instance: Some("writer".to_owned()),
         require_token: false,
+        tls: false,
     };
     let grid = BuildGrid::start(options).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -295,4 +297,87 @@ async fn refused_tokens_get_clear_errors() {
     let store = disk_store(dir.path());
     let (digest, result) = put_result(&store, "authed", &[("out/x", b"x".to_vec(), false)]);
     assert_eq!(client.upload(&digest, &result, &store).await.unwrap(), UploadOutcome::Uploaded);
+}
+
+#[tokio::test]
+async fn tls_with_a_custom_ca_checks_and_round_trips() {
+    let grid =
+        BuildGrid::start(BuildGridOptions { tls: true, ..BuildGridOptions::default() }).await;
+    let settings = grid.settings();
+    assert!(settings.endpoint.starts_with("grpcs://127.0.0.1:"), "{}", settings.endpoint);
+    assert_eq!(settings.ca_cert.as_deref(), Some(grid.ca_cert_path().as_path()));
+
+    // The certificate's IP address SAN matches the endpoint's host.
+    let client = RemoteClient::connect(settings).await.unwrap();
+    let report = client.check().await.unwrap();
+    assert!(report.probe_bytes > 0);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let files = [("out/tls.txt", b"over TLS".to_vec(), false), ("out/big.bin", big, true)];
+    let (digest, result) = put_result(&store_a, "tls", &files);
+    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
+    let downloaded = client.download(&digest, &result.manifest, &store_b).await.unwrap();
+    assert_eq!(downloaded.as_ref(), Some(&result));
+    assert_same(&store_b, &store_a, &digest, &result);
+    assert_eq!(client.counters().errors, 0);
+
+    // `domain_name` overrides the name checked: the DNS SAN passes, a name the certificate
+    // does not carry fails.
+    let mut named = grid.settings();
+    named.domain_name = Some("localhost".to_owned());
+    RemoteClient::connect(named).await.unwrap().check().await.unwrap();
+    let mut wrong = grid.settings();
+    wrong.domain_name = Some("cache.example.com".to_owned());
+    let error = RemoteClient::connect(wrong).await.unwrap().check().await.unwrap_err();
+    assert!(matches!(error, RemoteError::Rpc { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            r#"invalid peer certificate: certificate not valid for name "cache.example.com""#
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn tls_without_the_ca_fails_with_a_certificate_error() {
+    let grid =
+        BuildGrid::start(BuildGridOptions { tls: true, ..BuildGridOptions::default() }).await;
+    let mut settings = grid.settings();
+    settings.ca_cert = None;
+    let client = RemoteClient::connect(settings).await.unwrap();
+    // Run the call as its own task so a panic would show as one rather than abort the test.
+    let joined = tokio::spawn(async move { client.check().await }).await;
+    let error = joined.expect("the call does not panic").unwrap_err();
+    assert!(matches!(error, RemoteError::Rpc { .. }), "{error:?}");
+    assert!(format!("{error:?}").contains("code: Unavailable"), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("invalid peer certificate") && message.contains("UnknownIssuer"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_ca_file_is_reported_at_connect() {
+    let grid =
+        BuildGrid::start(BuildGridOptions { tls: true, ..BuildGridOptions::default() }).await;
+    let missing = grid.ca_cert_path().with_file_name("no-such-ca.pem");
+    let mut settings = grid.settings();
+    settings.ca_cert = Some(missing.clone());
+    let error = RemoteClient::connect(settings).await.unwrap_err();
+    match &error {
+        RemoteError::CaCert { path, source } => {
+            assert_eq!(path, &missing);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected a CaCert error, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.starts_with("cannot read the remote cache CA certificate")
+            && message.contains(&missing.display().to_string()),
+        "{message}"
+    );
 }

@@ -420,7 +420,19 @@ fn memory_entry(store: &DiskStore, result: ActionResult) -> Arc<MemoryEntry> {
     Arc::new(entry)
 }
 
+/// Stores a result; spilled logs are removed afterwards, stored or not.
 fn store_result(store: &DiskStore, request: StoreRequest) -> Result<StoreOutcome, Error> {
+    let spilled: Vec<Log> = [&request.stdout, &request.stderr]
+        .into_iter()
+        .filter(|log| matches!(log, Log::Spilled(_)))
+        .cloned()
+        .collect();
+    let outcome = collect_and_store(store, request);
+    spilled.iter().for_each(Log::discard);
+    outcome
+}
+
+fn collect_and_store(store: &DiskStore, request: StoreRequest) -> Result<StoreOutcome, Error> {
     let manifest = &request.manifest;
     let captured = CapturedOutputs::collect(
         &request.project_root,
@@ -430,7 +442,7 @@ fn store_result(store: &DiskStore, request: StoreRequest) -> Result<StoreOutcome
     )?;
     let log_size = |log: &Log| match log {
         Log::Bytes(bytes) => bytes.len() as u64,
-        Log::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+        Log::File(path) | Log::Spilled(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
     };
     let outputs_size: u64 = captured
         .files
@@ -446,7 +458,7 @@ fn store_result(store: &DiskStore, request: StoreRequest) -> Result<StoreOutcome
     let log = |log: Log| -> io::Result<LogRef> {
         match log {
             Log::Bytes(bytes) => store.log_ref(bytes),
-            Log::File(path) => store.log_ref_from_file(&path),
+            Log::File(path) | Log::Spilled(path) => store.log_ref_from_file(&path),
         }
     };
     let result = ActionResult {
@@ -462,10 +474,8 @@ fn store_result(store: &DiskStore, request: StoreRequest) -> Result<StoreOutcome
         metadata: request.metadata,
     };
     let record_size = store.put_record(&request.digest, &result)?;
-    if let Some((project_id, task)) = &request.remember_as
-        && let Err(error) = store.set_last(project_id, task, &request.digest)
-    {
-        tracing::debug!(%error, "cannot remember the last digest of a task");
+    if let Some((project_id, task)) = &request.remember_as {
+        store.set_last(project_id, task, &request.digest);
     }
     let bytes = record_size + result.content_size();
     Ok(StoreOutcome::Stored { entry: memory_entry(store, result), bytes })

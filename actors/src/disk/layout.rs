@@ -4,7 +4,7 @@
 //! <cache_dir>/v1/cas/ab/abcdef…   blobs, named by the blake3 of their content
 //! <cache_dir>/v1/ac/ab/abcdef…    action records, named by the action digest
 //! <cache_dir>/v1/tmp/             temp files of atomic writes (swept after an hour)
-//! <cache_dir>/v1/locks/           per-digest lock files for cross-process single-flight
+//! <cache_dir>/v1/locks/digests    byte-range locks, one byte per digest: cross-process single flight
 //! <cache_dir>/v1/index            access index (compacted journal)
 //! <cache_dir>/v1/journal          appended access and write events since the last compaction
 //! <cache_dir>/v1/usage            approximate bytes stored

@@ -15,6 +15,7 @@ mod blobs;
 mod capture;
 mod gc;
 mod index;
+mod last;
 mod layout;
 mod lock;
 mod restore;
@@ -98,6 +99,8 @@ pub struct DiskStore {
     warned: Mutex<HashSet<PathBuf>>,
     /// Set while a background eviction runs, so stores do not start a second one.
     evicting: AtomicBool,
+    /// The last digest stored per task, until the next flush.
+    last: last::LastDigests,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -120,6 +123,7 @@ impl DiskStore {
             journal: index::Journal::default(),
             warned: Mutex::default(),
             evicting: AtomicBool::new(false),
+            last: last::LastDigests::default(),
         })
     }
 
@@ -204,25 +208,20 @@ impl DiskStore {
     }
 
     /// Remembers `digest` as the last result stored for `task` of the project at `project_id`,
-    /// so `cache explain` can diff against it.
-    pub fn set_last(&self, project_id: &str, task: &str, digest: &Digest) -> io::Result<()> {
-        let path = self.last_path(project_id, task);
-        fsio::write_atomic_via(&self.layout.tmp(), &path, digest.to_hex().as_bytes(), false)
+    /// so `cache explain` can diff against it (written at the next flush).
+    pub fn set_last(&self, project_id: &str, task: &str, digest: &Digest) {
+        self.last.set(project_id, task, *digest);
     }
 
     /// The last digest stored for `task` of the project at `project_id`.
     pub fn last(&self, project_id: &str, task: &str) -> Option<Digest> {
-        fs::read_to_string(self.last_path(project_id, task)).ok()?.trim().parse().ok()
+        self.last.get(&self.layout, project_id, task)
     }
 
-    fn last_path(&self, project_id: &str, task: &str) -> PathBuf {
-        let name = Digest::of(format!("{project_id}\0{task}").as_bytes());
-        self.layout.tasks().join(&name.to_hex()[..32])
-    }
-
-    /// Appends this process's access and write events to the journal, folding the journal into
-    /// the index when it has grown large.
+    /// Appends this process's access and write events to the journal (folding the journal into
+    /// the index when it has grown large) and writes the last digests of stored tasks.
     pub fn flush(&self) -> io::Result<()> {
+        self.last.flush(&self.layout)?;
         let journal_size = self.journal.flush(&self.layout)?;
         if journal_size > index::COMPACT_AT {
             gc::compact(&self.layout)?;

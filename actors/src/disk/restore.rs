@@ -210,6 +210,10 @@ impl DiskStore {
                 self.remove_damaged(&blob_path, "blob content does not match its digest");
                 Err(RestoreError::BlobGone { path: file.path.clone() })
             }
+            // The blob went between the open and the copy (evicted by another process).
+            (Ok(_), Err(source)) if source.kind() == io::ErrorKind::NotFound => {
+                Err(RestoreError::BlobGone { path: file.path.clone() })
+            }
             (Ok(_), Err(source)) => Err(io_error(source)),
         };
         if outcome.is_err() {

@@ -407,12 +407,24 @@ fn the_usage_file_tracks_new_bytes_across_flushes() {
 #[test]
 fn last_digest_per_task() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let first = store(dir.path());
     let digest = Digest::of(b"x");
-    assert_eq!(store.last("/proj", "build"), None);
-    store.set_last("/proj", "build", &digest).unwrap();
-    assert_eq!(store.last("/proj", "build"), Some(digest));
-    assert_eq!(store.last("/other", "build"), None);
+    assert_eq!(first.last("/proj", "build"), None);
+    first.set_last("/proj", "build", &digest);
+    assert_eq!(first.last("/proj", "build"), Some(digest));
+    assert_eq!(first.last("/other", "build"), None);
+    // After a flush, another process (another store on the same dir) sees it too, and a second
+    // writer's notes merge with the first's.
+    first.flush().unwrap();
+    let other = store(dir.path());
+    assert_eq!(other.last("/proj", "build"), Some(digest));
+    other.set_last("/proj", "test", &Digest::of(b"t"));
+    other.flush().unwrap();
+    let third = store(dir.path());
+    assert_eq!(
+        (third.last("/proj", "build"), third.last("/proj", "test")),
+        (Some(digest), Some(Digest::of(b"t")))
+    );
 }
 
 #[test]

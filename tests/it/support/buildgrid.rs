@@ -4,6 +4,9 @@
 //! cache-only (action cache, CAS, ByteStream over a disk store in a temp dir); `scripts/test`
 //! installs it into `target/buildgrid-venv` and exports `CUENV_TEST_BGD`. The child runs in
 //! its own process group, which is killed when the `BuildGrid` drops.
+//!
+//! With [`BuildGridOptions::tls`] the server speaks TLS with a certificate for `127.0.0.1` and
+//! `localhost` signed by a throwaway CA made for that server alone (see [`BuildGrid::ca_cert_path`]).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -14,6 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cuenv_actors::remote::{RemoteSettings, RemoteTuning};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 use tempfile::TempDir;
 
 /// How long a server may take to listen before the test fails.
@@ -34,6 +41,9 @@ pub(crate) struct BuildGridOptions {
     pub(crate) writer_instance: Option<String>,
     /// Require a JWT (HS256, see [`BuildGrid::token`]) on every call.
     pub(crate) require_token: bool,
+    /// Serve TLS (`grpcs://`) with a certificate for `127.0.0.1` and `localhost` signed by a
+    /// throwaway CA; [`BuildGrid::settings`] then trusts that CA.
+    pub(crate) tls: bool,
 }
 
 impl Default for BuildGridOptions {
@@ -43,6 +53,7 @@ impl Default for BuildGridOptions {
             allow_updates: true,
             writer_instance: None,
             require_token: false,
+            tls: false,
         }
     }
 }
@@ -82,6 +93,9 @@ impl BuildGrid {
         let dir = tempfile::tempdir().expect("a temp dir");
         fs::create_dir_all(dir.path().join("cas")).expect("the CAS dir");
         fs::write(dir.path().join("jwt.secret"), JWT_SECRET).expect("the JWT secret");
+        if options.tls {
+            write_certificates(dir.path());
+        }
         let mut grid = BuildGrid { options, bgd: bgd(), dir, port: free_port(), child: None };
         fs::write(grid.config_path(), grid.config()).expect("the server config");
         grid.spawn_and_wait().await;
@@ -95,15 +109,25 @@ impl BuildGrid {
         self.spawn_and_wait().await;
     }
 
-    /// `grpc://127.0.0.1:PORT`.
+    /// `grpc://127.0.0.1:PORT`, or `grpcs://127.0.0.1:PORT` for a TLS server (its certificate
+    /// names the IP address as well as `localhost`).
     pub(crate) fn endpoint(&self) -> String {
-        format!("grpc://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls { "grpcs" } else { "grpc" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// Client settings for this server's instance, with fault handling made fast for tests.
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub(crate) fn ca_cert_path(&self) -> PathBuf {
+        assert!(self.options.tls, "only a server started with `tls` has a CA");
+        self.dir.path().join(CA_CERT)
+    }
+
+    /// Client settings for this server's instance, with fault handling made fast for tests; a
+    /// TLS server's CA is trusted.
     pub(crate) fn settings(&self) -> RemoteSettings {
         let mut settings = RemoteSettings::new(self.endpoint());
         settings.instance_name = self.options.instance_name.clone();
+        settings.ca_cert = self.options.tls.then(|| self.ca_cert_path());
         settings.timeout = Duration::from_secs(10);
         settings.tuning = RemoteTuning {
             attempts: 2,
@@ -189,9 +213,17 @@ impl BuildGrid {
     fn config(&self) -> String {
         let options = &self.options;
         let mut yaml = format!(
-            "server:\n  - !channel\n    address: \"127.0.0.1:{port}\"\n    insecure-mode: true\n",
-            port = self.port
+            "server:\n  - !channel\n    address: \"127.0.0.1:{port}\"\n    insecure-mode: {insecure}\n",
+            port = self.port,
+            insecure = !options.tls,
         );
+        if options.tls {
+            let (key, cert) = (self.dir.path().join(SERVER_KEY), self.dir.path().join(SERVER_CERT));
+            let _ = write!(
+                yaml,
+                "    credentials:\n      tls-server-key: {key:?}\n      tls-server-cert: {cert:?}\n"
+            );
+        }
         if options.require_token {
             let secret = self.dir.path().join("jwt.secret");
             let _ = write!(
@@ -217,6 +249,37 @@ impl BuildGrid {
         }
         yaml
     }
+}
+
+/// A TLS server's CA certificate (PEM), in its temp dir.
+const CA_CERT: &str = "ca.pem";
+/// A TLS server's certificate (PEM), in its temp dir.
+const SERVER_CERT: &str = "server.pem";
+/// A TLS server's private key (PKCS#8 PEM), in its temp dir.
+const SERVER_KEY: &str = "server.key";
+
+/// Writes a fresh CA and a server certificate for `127.0.0.1` and `localhost` signed by it
+/// (ECDSA P-256, with the key) into `dir`.
+fn write_certificates(dir: &Path) {
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, "cuenv test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("a CA key"))
+        .expect("a CA certificate");
+
+    let mut server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("valid subject alternative names");
+    server.distinguished_name.push(DnType::CommonName, "localhost");
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().expect("a server key");
+    let cert = server.signed_by(&key, &ca).expect("a server certificate");
+
+    fs::write(dir.join(CA_CERT), ca.pem()).expect("the CA certificate");
+    fs::write(dir.join(SERVER_CERT), cert.pem()).expect("the server certificate");
+    fs::write(dir.join(SERVER_KEY), key.serialize_pem()).expect("the server key");
 }
 
 fn instance(name: &str, cache: &str) -> String {
