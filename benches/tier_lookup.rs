@@ -26,7 +26,7 @@ use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_
 use cuenv_actors::Digest;
 use cuenv_actors::disk::{DiskSettings, DiskStore, EvictionPolicy, RecordLookup};
 use cuenv_actors::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, hash_pool};
-use cuenv_actors::memory::{MemoryEntry, MemoryTier};
+use cuenv_actors::memory::{MemoryEntry, MemoryHandle, MemoryTier};
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
 
 const LARGE: usize = 100 << 20;
@@ -134,6 +134,25 @@ fn bench_memory(c: &mut Criterion, small: &ActionResult) {
             })
         })
     });
+    // The same hit through the MemoryTier actor (mailbox + oneshot) on the same runtime: the
+    // target is at most 3x the direct get above.
+    let (handle, join) = {
+        let _entered = runtime.enter();
+        MemoryHandle::spawn(64 << 20, 256)
+    };
+    let entry = Arc::new(MemoryEntry::new(Arc::new(small.clone())));
+    runtime.block_on(handle.insert(digest, entry)).unwrap();
+    group.bench_function("memory_hit_via_actor_x1000", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                for _ in 0..GETS_PER_ITERATION {
+                    black_box(handle.get(black_box(digest)).await.unwrap());
+                }
+            })
+        })
+    });
+    runtime.block_on(handle.shutdown()).unwrap();
+    runtime.block_on(join).unwrap();
     group.finish();
 }
 
