@@ -97,8 +97,15 @@ impl BuildGrid {
             write_certificates(dir.path());
         }
         let mut grid = BuildGrid { options, bgd: bgd(), dir, port: free_port(), child: None };
-        fs::write(grid.config_path(), grid.config()).expect("the server config");
-        grid.spawn_and_wait().await;
+        // The port was free when picked; another process may take it before the server binds
+        // it, so a server that exits before it listens gets a fresh port, a few times over.
+        for attempt in 1.. {
+            fs::write(grid.config_path(), grid.config()).expect("the server config");
+            if grid.spawn_and_wait().await || attempt == 3 {
+                break;
+            }
+            grid.port = free_port();
+        }
         grid
     }
 
@@ -106,7 +113,7 @@ impl BuildGrid {
     /// starts empty).
     pub(crate) async fn restart(&mut self) {
         self.kill();
-        self.spawn_and_wait().await;
+        assert!(self.spawn_and_wait().await, "BuildGrid did not restart on port {}", self.port);
     }
 
     /// `grpc://127.0.0.1:PORT`, or `grpcs://127.0.0.1:PORT` for a TLS server (its certificate
@@ -174,7 +181,8 @@ impl BuildGrid {
         self.dir.path().join("server.stderr")
     }
 
-    async fn spawn_and_wait(&mut self) {
+    /// Starts the server; `false` if it exited before it listened (its port was taken).
+    async fn spawn_and_wait(&mut self) -> bool {
         let stderr = fs::File::create(self.stderr_path()).expect("the server's stderr file");
         let child = Command::new(&self.bgd)
             .args(["server", "start"])
@@ -186,19 +194,27 @@ impl BuildGrid {
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.bgd.display()));
         self.child = Some(child);
-        self.wait_until_listening().await;
+        self.wait_until_listening().await
     }
 
-    async fn wait_until_listening(&mut self) {
+    async fn wait_until_listening(&mut self) -> bool {
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
         let started = Instant::now();
         loop {
-            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                return;
-            }
             let exited = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten());
+            let log = || fs::read_to_string(self.stderr_path()).unwrap_or_default();
+            if exited.is_some() && log().contains("in use") {
+                self.kill();
+                return false;
+            }
+            // Our own child must still be alive: a listener there could be another process.
+            if exited.is_none()
+                && TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+            {
+                return true;
+            }
             if exited.is_some() || started.elapsed() > START_TIMEOUT {
-                let log = fs::read_to_string(self.stderr_path()).unwrap_or_default();
+                let log = log();
                 self.kill();
                 panic!(
                     "BuildGrid did not listen on {address} (exit: {exited:?}); its output:\n{log}"
