@@ -1,11 +1,13 @@
 //! Input resolution: globs to a sorted list of hashed files.
 //!
 //! Each glob is joined to the working directory, normalised, and split into a literal base
-//! directory and the glob itself. Only the bases are listed (never the whole project), one
-//! `readdir` per directory; then the candidates are stat'ed and hashed — on the library's pool
-//! when there are many (so stat, read and hash spread over the cores), inline when there are
-//! few (so a small task never wakes the pool). `.git` directories and the cache directory are
-//! never entered; symlinks are hashed as links and never followed.
+//! directory and the glob itself. Only the bases are walked (never the whole project). A task
+//! with few input files is listed, stat'ed and hashed inline, so it never wakes the pool (whose
+//! idle threads would spin beside the tasks being run); once the listing passes a few hundred
+//! files, the walk starts over on the library's pool, every directory and every batch of files a
+//! rayon task (`parallel.rs`), so stat, read and hash spread over the cores. `.git`
+//! directories and the cache directory are never entered; symlinks are hashed as links and
+//! never followed.
 
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
@@ -14,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use rayon::prelude::*;
 
 use super::KeyError;
 use super::hash::{LARGE_FILE, hash_open_file};
@@ -22,7 +23,7 @@ use super::manifest::{InputFile, InputKind};
 use super::stat_cache::{FileStamp, StatCache};
 use crate::Digest;
 
-/// From this many candidate files on, stat and hash run on the pool.
+/// Up to this many files, a key is computed inline; beyond it, on the pool.
 const PARALLEL_AT: usize = 256;
 
 /// Compiled input patterns of one task.
@@ -193,27 +194,43 @@ impl Walk<'_> {
                 candidates.push((path.clone(), absolute));
             }
         }
-        for base in outermost(bases) {
-            self.list(base, &literal_dirs, &mut candidates)?;
+        let bases = outermost(bases);
+        let literal_files = candidates.clone();
+        let mut few = true;
+        for base in &bases {
+            few = few && self.list(base.clone(), &literal_dirs, &mut candidates, PARALLEL_AT)?;
         }
-        candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        candidates.dedup_by(|a, b| a.0 == b.0);
-        let visit = |(path, absolute): (String, PathBuf)| {
-            let metadata = fs::symlink_metadata(&absolute)
-                .map_err(|error| KeyError::io(self.task, &absolute, error))?;
-            self.visit_file(path, &absolute, &metadata)
-        };
-        let visited: Vec<Visited> = if candidates.len() >= PARALLEL_AT {
-            self.pool.install(|| candidates.into_par_iter().map(visit).collect::<Result<_, _>>())?
+        let visited = if few {
+            // A small task: stat and hash right here; the pool stays asleep.
+            candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            candidates.dedup_by(|a, b| a.0 == b.0);
+            candidates
+                .into_iter()
+                .map(|(path, absolute)| self.stat_and_visit(path, &absolute))
+                .collect::<Result<_, _>>()?
         } else {
-            candidates.into_iter().map(visit).collect::<Result<_, _>>()?
+            // Many files: walk again, every directory and batch of files a task on the pool.
+            self.pool
+                .install(|| super::parallel::walk(self, &bases, &literal_dirs, literal_files))?
         };
-        let collected = collect(visited);
+        let mut collected = collect(visited);
+        collected.files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        collected.files.dedup_by(|a, b| a.path == b.path);
         self.stat_cache.record(collected.fresh, self.now_ns, self.racy_window);
         Ok((collected.files, collected.counts))
     }
 
-    fn wanted(&self, literal_dirs: &[String], path: &str) -> bool {
+    pub(super) fn stat_and_visit(
+        &self,
+        path: String,
+        absolute: &Path,
+    ) -> Result<Visited, KeyError> {
+        let metadata = fs::symlink_metadata(absolute)
+            .map_err(|error| KeyError::io(self.task, absolute, error))?;
+        self.visit_file(path, absolute, &metadata)
+    }
+
+    pub(super) fn wanted(&self, literal_dirs: &[String], path: &str) -> bool {
         let in_literal_dir = literal_dirs.iter().any(|dir| {
             dir.is_empty()
                 || (path.starts_with(dir.as_str()) && path.as_bytes().get(dir.len()) == Some(&b'/'))
@@ -222,13 +239,15 @@ impl Walk<'_> {
     }
 
     /// Lists the files under `base` that the inputs want (files and symlinks; `.git` and the
-    /// cache directory are never entered; a missing base matches nothing).
+    /// cache directory are never entered; a missing base matches nothing). Stops early and
+    /// returns `false` once `out` holds more than `limit` files.
     fn list(
         &self,
         base: String,
         literal_dirs: &[String],
         out: &mut Vec<(String, PathBuf)>,
-    ) -> Result<(), KeyError> {
+        limit: usize,
+    ) -> Result<bool, KeyError> {
         let mut stack = vec![base];
         while let Some(dir) = stack.pop() {
             let absolute =
@@ -247,18 +266,26 @@ impl Walk<'_> {
                     .file_type()
                     .map_err(|error| KeyError::io(self.task, &entry.path(), error))?;
                 if file_type.is_dir() {
-                    if name != ".git" && !self.skip_dirs.iter().any(|skip| *skip == entry.path()) {
+                    if self.enters(name, &entry.path()) {
                         stack.push(path);
                     }
                 } else if self.wanted(literal_dirs, &path) {
                     out.push((path, entry.path()));
+                    if out.len() > limit {
+                        return Ok(false);
+                    }
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
-    fn visit_file(
+    /// Whether a walk descends into the directory `name` at `path`.
+    pub(super) fn enters(&self, name: &str, path: &Path) -> bool {
+        name != ".git" && !self.skip_dirs.iter().any(|skip| skip == path)
+    }
+
+    pub(super) fn visit_file(
         &self,
         path: String,
         absolute: &Path,
@@ -304,7 +331,7 @@ impl Walk<'_> {
     }
 }
 
-struct Visited {
+pub(super) struct Visited {
     file: InputFile,
     fresh: Option<(String, FileStamp, Digest)>,
     source: Source,

@@ -8,6 +8,7 @@ mod actor;
 mod hash;
 mod inputs;
 mod manifest;
+mod parallel;
 mod request;
 mod stat_cache;
 
