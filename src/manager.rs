@@ -436,16 +436,19 @@ impl Inner {
         {
             return Ok(Some(hit));
         }
-        match self.runtime.disk().lookup(*digest).await? {
-            DiskLookup::Hit(entry) => {
-                self.runtime.memory().insert(*digest, Arc::clone(&entry)).await?;
-                self.restore_hit(entry, Tier::Disk, task, root).await
+        // One disk job reads the record and restores its outputs.
+        let (found, restored) =
+            self.runtime.disk().lookup_and_restore(*digest, root.to_owned()).await?;
+        match (found, restored) {
+            (DiskLookup::Hit(entry), Some(restored)) => {
+                self.runtime.memory().put(*digest, Arc::clone(&entry));
+                self.finish_hit(entry, *digest, Tier::Disk, task, root, restored)
             }
-            DiskLookup::Miss => self.remote_hit(digest, manifest, task, root).await,
-            DiskLookup::Corrupt { .. } => {
+            (DiskLookup::Corrupt { .. }, _) => {
                 self.record(Counters { corrupt: 1, ..Counters::default() });
                 self.remote_hit(digest, manifest, task, root).await
             }
+            _ => self.remote_hit(digest, manifest, task, root).await,
         }
     }
 
@@ -479,7 +482,21 @@ impl Inner {
         root: &Path,
     ) -> Result<Option<Execution>, Error> {
         let digest = entry.result.manifest.digest();
-        match self.runtime.disk().restore(Arc::clone(&entry), root.to_owned()).await {
+        let restored = self.runtime.disk().restore(Arc::clone(&entry), root.to_owned()).await;
+        self.finish_hit(entry, digest, tier, task, root, restored)
+    }
+
+    /// Counts a hit whose outputs were restored, or turns a damaged one into a miss.
+    fn finish_hit(
+        &self,
+        entry: Arc<MemoryEntry>,
+        digest: Digest,
+        tier: Tier,
+        task: &str,
+        root: &Path,
+        restored: Result<cuenv_actors::disk::RestoreReport, cuenv_actors::Error>,
+    ) -> Result<Option<Execution>, Error> {
+        match restored {
             Ok(_) => {}
             Err(cuenv_actors::Error::Restore(error)) if error.is_cache_fault() => {
                 tracing::warn!(task, %error, "cached outputs are damaged; executing instead");

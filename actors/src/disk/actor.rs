@@ -101,10 +101,18 @@ pub enum StoreOutcome {
     },
 }
 
+/// A lookup's answer with, on a hit, how restoring its outputs went.
+type LookupRestored = (DiskLookup, Option<Result<RestoreReport, RestoreError>>);
+
 enum DiskMessage {
     Lookup {
         digest: Digest,
         reply: oneshot::Sender<DiskLookup>,
+    },
+    LookupAndRestore {
+        digest: Digest,
+        root: PathBuf,
+        reply: oneshot::Sender<LookupRestored>,
     },
     Store {
         request: Box<StoreRequest>,
@@ -192,6 +200,22 @@ impl DiskHandle {
     /// Reads the record of `digest`; a hit comes as a memory-tier entry.
     pub async fn lookup(&self, digest: Digest) -> Result<DiskLookup, ActorGone> {
         call(&self.mailbox, NAME, |reply| DiskMessage::Lookup { digest, reply }).await
+    }
+
+    /// Reads the record of `digest` and, on a hit, restores its outputs under `root`, in one
+    /// job (a hit costs one trip to a blocking thread, not two).
+    pub async fn lookup_and_restore(
+        &self,
+        digest: Digest,
+        root: PathBuf,
+    ) -> Result<(DiskLookup, Option<Result<RestoreReport, Error>>), ActorGone> {
+        let (found, restored) = call(&self.mailbox, NAME, |reply| DiskMessage::LookupAndRestore {
+            digest,
+            root,
+            reply,
+        })
+        .await?;
+        Ok((found, restored.map(|outcome| outcome.map_err(Error::from))))
     }
 
     /// Collects outputs, stores blobs, then the record.
@@ -339,6 +363,16 @@ impl DiskActor {
         match message {
             DiskMessage::Lookup { digest, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(lookup(store, &digest));
+            }),
+            DiskMessage::LookupAndRestore { digest, root, reply } => self.spawn_job(move |store| {
+                let found = lookup(store, &digest);
+                let restored = match &found {
+                    DiskLookup::Hit(entry) => {
+                        Some(store.restore_outputs_with(&entry.result, &root, Some(entry)))
+                    }
+                    DiskLookup::Miss | DiskLookup::Corrupt { .. } => None,
+                };
+                let _ = reply.send((found, restored));
             }),
             DiskMessage::Store { request, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(store_result(store, *request));

@@ -22,6 +22,7 @@ pub struct MemoryHandle {
 enum MemoryMessage {
     Get { digest: Digest, reply: oneshot::Sender<Option<Arc<MemoryEntry>>> },
     Insert { digest: Digest, entry: Arc<MemoryEntry>, reply: oneshot::Sender<()> },
+    Put { digest: Digest, entry: Arc<MemoryEntry> },
     Invalidate { digest: Digest },
     Clear,
     Poison,
@@ -49,6 +50,12 @@ impl MemoryHandle {
     /// Holds `entry` under `digest`.
     pub async fn insert(&self, digest: Digest, entry: Arc<MemoryEntry>) -> Result<(), ActorGone> {
         call(&self.mailbox, NAME, |reply| MemoryMessage::Insert { digest, entry, reply }).await
+    }
+
+    /// Holds `entry` under `digest` without waiting (a full mailbox drops it: the memory tier
+    /// is a cache of the disk tier).
+    pub fn put(&self, digest: Digest, entry: Arc<MemoryEntry>) {
+        let _ = self.mailbox.try_send(MemoryMessage::Put { digest, entry });
     }
 
     /// Drops the entry of `digest`; does not wait.
@@ -103,6 +110,7 @@ impl MemoryActor {
                 self.tier.insert(digest, entry).await;
                 let _ = reply.send(());
             }
+            MemoryMessage::Put { digest, entry } => self.tier.insert(digest, entry).await,
             MemoryMessage::Invalidate { digest } => self.tier.invalidate(&digest).await,
             MemoryMessage::Clear => self.tier.clear(),
             MemoryMessage::Poison => panic!("memory tier poisoned on request"),

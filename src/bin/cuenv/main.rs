@@ -52,7 +52,14 @@ impl Setup {
 fn main() -> ExitCode {
     init_logging();
     let args = LowArgs::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Blocking threads (hashing, file reads and writes) beyond a few per core only add
+    // switching; keys and lookups queue instead.
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(cores * 4)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
