@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cuenv_actors::Digest;
-use cuenv_actors::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};
+use cuenv_actors::key_gen::KeyManifest;
 use cuenv_actors::memory::{MemoryEntry, SMALL_BLOB};
 use cuenv_actors::result::{ActionResult, LogRef};
 use cuenv_actors::stats::Counters;
@@ -299,20 +299,7 @@ impl Drop for PrivateRuntime {
 
 /// The manifest of the synthetic task a legacy key stands for.
 pub fn legacy_manifest(cache_key: &str) -> KeyManifest {
-    KeyManifest {
-        format: KEY_FORMAT_VERSION,
-        task: LEGACY_TASK.to_owned(),
-        command: cache_key.to_owned(),
-        args: Vec::new(),
-        working_dir: String::new(),
-        env: BTreeMap::new(),
-        inputs: InputPart::Files(Vec::new()),
-        outputs: Vec::new(),
-        custom: BTreeMap::new(),
-        dependencies: BTreeMap::new(),
-        cuenv_version: env!("CARGO_PKG_VERSION").to_owned(),
-        platform: platform(),
-    }
+    KeyManifest::for_command(LEGACY_TASK, cache_key)
 }
 
 /// The digest of the record a legacy key is stored under.

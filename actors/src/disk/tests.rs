@@ -8,23 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use super::index::Event;
 use super::*;
-use crate::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, hash_pool};
+use crate::key_gen::{KeyManifest, hash_pool};
 use crate::result::{LogRef, OutputFile, OutputSymlink};
 
 pub(crate) fn manifest(task: &str) -> KeyManifest {
     KeyManifest {
-        format: KEY_FORMAT_VERSION,
-        task: task.to_owned(),
-        command: "true".to_owned(),
-        args: Vec::new(),
-        working_dir: String::new(),
-        env: BTreeMap::new(),
-        inputs: InputPart::Files(Vec::new()),
-        outputs: Vec::new(),
-        custom: BTreeMap::new(),
-        dependencies: BTreeMap::new(),
         cuenv_version: "test".to_owned(),
         platform: "test".to_owned(),
+        ..KeyManifest::for_command(task, "true")
     }
 }
 

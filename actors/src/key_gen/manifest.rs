@@ -83,6 +83,26 @@ pub enum InputKind {
 }
 
 impl KeyManifest {
+    /// The manifest of an action that is only a command: no args, inputs, outputs, env or
+    /// dependencies, made by this build on this platform. The key of synthetic entries (the
+    /// legacy API's string keys, `cache test`'s probe) and a starting point for tests.
+    pub fn for_command(task: &str, command: &str) -> Self {
+        KeyManifest {
+            format: KEY_FORMAT_VERSION,
+            task: task.to_owned(),
+            command: command.to_owned(),
+            args: Vec::new(),
+            working_dir: String::new(),
+            env: BTreeMap::new(),
+            inputs: InputPart::Files(Vec::new()),
+            outputs: Vec::new(),
+            custom: BTreeMap::new(),
+            dependencies: BTreeMap::new(),
+            cuenv_version: env!("CARGO_PKG_VERSION").to_owned(),
+            platform: platform(),
+        }
+    }
+
     /// The action digest of this manifest.
     pub fn digest(&self) -> Digest {
         let mut hasher = blake3::Hasher::new();

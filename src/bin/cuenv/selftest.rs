@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cuenv::config::{GlobalCacheConfig, format_size};
 use cuenv_actors::disk::{BlobRead, DiskSettings, DiskStore, RecordLookup, now_ms};
-use cuenv_actors::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, hash_pool, platform};
+use cuenv_actors::key_gen::{KeyManifest, hash_pool};
 use cuenv_actors::remote::RemoteClient;
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
 
@@ -88,20 +88,7 @@ fn free_space(dir: &Path, max_size: u64) -> Result<String, String> {
 fn probe(store: &DiskStore) -> Result<String, String> {
     let content = format!("cuenv cache probe {} {}", std::process::id(), now_ms()).into_bytes();
     let blob = store.put_bytes(&content).map_err(|error| format!("write blob: {error}"))?;
-    let manifest = KeyManifest {
-        format: KEY_FORMAT_VERSION,
-        task: "cuenv cache test".to_owned(),
-        command: String::from_utf8_lossy(&content).into_owned(),
-        args: Vec::new(),
-        working_dir: String::new(),
-        env: BTreeMap::new(),
-        inputs: InputPart::Files(Vec::new()),
-        outputs: Vec::new(),
-        custom: BTreeMap::new(),
-        dependencies: BTreeMap::new(),
-        cuenv_version: env!("CARGO_PKG_VERSION").to_owned(),
-        platform: platform(),
-    };
+    let manifest = KeyManifest::for_command("cuenv cache test", &String::from_utf8_lossy(&content));
     let digest = manifest.digest();
     let result = ActionResult {
         exit_code: 0,
