@@ -4,7 +4,7 @@
 //! period covers it while the record that names it is being written.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -114,34 +114,26 @@ impl DiskStore {
         }
     }
 
-    /// Copies a blob into `out`, verifying its hash on the way. On `Corrupt` the blob has been
-    /// removed and `out` holds garbage the caller must discard.
-    pub(super) fn copy_blob(&self, digest: &Digest, out: &mut impl Write) -> Result<u64, CopyOut> {
+    /// Reads a (small) blob into `buffer` and verifies it. On `Corrupt` the blob has been
+    /// removed.
+    pub(super) fn read_verified(
+        &self,
+        digest: &Digest,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), CopyOut> {
         let path = self.layout.blob(digest);
         let mut file = match File::open(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(CopyOut::Missing),
             Err(error) => return Err(CopyOut::Io(error)),
         };
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let count = match file.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(CopyOut::Io(error)),
-            };
-            hasher.update(&buffer[..count]);
-            out.write_all(&buffer[..count]).map_err(CopyOut::Io)?;
-            total += count as u64;
-        }
-        if Digest::from(hasher.finalize()) != *digest {
+        buffer.clear();
+        file.read_to_end(buffer).map_err(CopyOut::Io)?;
+        if Digest::of(buffer) != *digest {
             self.remove_damaged(&path, "blob content does not match its digest");
             return Err(CopyOut::Corrupt);
         }
-        Ok(total)
+        Ok(())
     }
 
     /// A log as it goes into a record: inline when smaller than the inline threshold, else a

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -146,33 +146,47 @@ impl DiskStore {
         if file.size >= LARGE_FILE && !in_memory {
             return self.restore_large(file, &parent, &target);
         }
-        let io_error = |source| RestoreError::Io { path: target.clone(), source };
-        let (temp_file, temp) = fsio::create_temp(&parent, "out").map_err(io_error)?;
-        let mut writer = BufWriter::with_capacity(256 * 1024, temp_file);
-        let copied = match memory.and_then(|entry| entry.blob(&file.digest)) {
-            Some(bytes) => {
-                writer.write_all(bytes).map(|()| bytes.len() as u64).map_err(CopyOut::Io)
-            }
-            None => self.copy_blob(&file.digest, &mut writer),
-        };
-        let finished = copied.and_then(|bytes| {
-            let temp_file = writer.into_inner().map_err(|error| CopyOut::Io(error.into_error()))?;
-            let mode = if file.executable { 0o755 } else { 0o644 };
-            temp_file.set_permissions(fs::Permissions::from_mode(mode)).map_err(CopyOut::Io)?;
-            drop(temp_file);
-            replace(&temp, &target).map_err(CopyOut::Io)?;
-            Ok(bytes)
+        // Read and verify first, so nothing is written for a damaged blob; then one write.
+        let written = SMALL_BUFFER.with_borrow_mut(|buffer| {
+            let bytes: &[u8] = match memory.and_then(|entry| entry.blob(&file.digest)) {
+                Some(bytes) => bytes,
+                None => {
+                    self.read_verified(&file.digest, buffer)?;
+                    buffer
+                }
+            };
+            write_new_file(&parent, &target, bytes, file.executable).map_err(CopyOut::Io)
         });
-        if finished.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        finished.map_err(|error| match error {
+        written.map(|()| file.size).map_err(|error| match error {
             CopyOut::Missing | CopyOut::Corrupt => {
                 RestoreError::BlobGone { path: file.path.clone() }
             }
             CopyOut::Io(source) => RestoreError::Io { path: target, source },
         })
     }
+}
+
+thread_local! {
+    /// Reused for small outputs, so a restore of many files allocates once per thread.
+    static SMALL_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes `bytes` as a temp file in `parent`, sets its mode, and renames it over `target`.
+fn write_new_file(parent: &Path, target: &Path, bytes: &[u8], executable: bool) -> io::Result<()> {
+    let (mut temp_file, temp) = fsio::create_temp(parent, "out")?;
+    let written = temp_file.write_all(bytes).and_then(|()| {
+        temp_file.set_permissions(fs::Permissions::from_mode(if executable {
+            0o755
+        } else {
+            0o644
+        }))
+    });
+    drop(temp_file);
+    let done = written.and_then(|()| replace(&temp, target));
+    if done.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    done
 }
 
 impl DiskStore {
