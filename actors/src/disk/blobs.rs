@@ -5,7 +5,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -64,9 +63,10 @@ impl DiskStore {
             return Ok((self.put_bytes(&bytes)?, bytes.len() as u64));
         }
         let temp = fsio::temp_path(&self.layout.tmp(), "blob");
-        let (hashed, copied) = self
-            .pool
-            .install(|| rayon::join(|| hash_open_file(&file, len), || fs::copy(path, &temp)));
+        let fsync = self.settings.fsync;
+        let (hashed, copied) = self.pool.install(|| {
+            rayon::join(|| hash_open_file(&file, len), || fsio::copy_file(path, &temp, fsync))
+        });
         let published = hashed.and_then(|digest| {
             if copied? != len {
                 return Err(io::Error::other(format!(
@@ -88,7 +88,6 @@ impl DiskStore {
         if self.existing_is_intact(&target, digest, len) {
             return fs::remove_file(temp);
         }
-        fs::set_permissions(temp, fs::Permissions::from_mode(0o644))?;
         if self.settings.fsync {
             File::open(temp)?.sync_all()?;
         }
