@@ -8,3 +8,4 @@ mod remote;
 mod remote_cli;
 mod support;
 mod task_file;
+mod tidy;
