@@ -88,10 +88,16 @@ impl RemoteClient {
                 return Ok(Downloaded::Corrupt);
             }
         };
-        let received = match self.receive(caps, wanted, store).await? {
+        let mut received = match self.receive(caps, wanted, store).await? {
             Ok(received) => received,
             Err(outcome) => return Ok(outcome),
         };
+        if !inlined(caps, &remote, &mut received) {
+            tracing::warn!(
+                "remote result has inlined output contents that do not match their digests; treating it as a miss"
+            );
+            return Ok(Downloaded::Corrupt);
+        }
         let mut result = to_local(&remote, manifest, &received, store)?;
         result.metadata = metadata;
         store.put_record(local_digest, &result)?;
@@ -159,7 +165,10 @@ fn wanted_blobs(remote: &reapi::ActionResult) -> Result<Vec<reapi::Digest>, Stri
         let digest =
             file.digest.clone().ok_or_else(|| format!("output {} has no digest", file.path))?;
         check_digest(&digest)?;
-        wanted.push(digest);
+        // Inlined contents need no fetch (they are verified like fetched blobs).
+        if file.contents.is_empty() {
+            wanted.push(digest);
+        }
     }
     let logs =
         [(&remote.stdout_raw, &remote.stdout_digest), (&remote.stderr_raw, &remote.stderr_digest)];
@@ -170,6 +179,25 @@ fn wanted_blobs(remote: &reapi::ActionResult) -> Result<Vec<reapi::Digest>, Stri
         }
     }
     Ok(wanted)
+}
+
+/// Adds the output files inlined in `remote` to `received`, each checked against its digest,
+/// and checks inlined logs likewise; `false` if anything does not match.
+fn inlined(caps: &Capabilities, remote: &reapi::ActionResult, received: &mut Received) -> bool {
+    for file in remote.output_files.iter().filter(|file| !file.contents.is_empty()) {
+        let Some(digest) = &file.digest else { return false };
+        if caps.digest_function.digest(&file.contents) != *digest {
+            return false;
+        }
+        received.small.insert(digest.hash.clone(), file.contents.clone());
+    }
+    // Inlined logs must match their digests too, when the server sent both.
+    let logs =
+        [(&remote.stdout_raw, &remote.stdout_digest), (&remote.stderr_raw, &remote.stderr_digest)];
+    logs.into_iter().all(|(raw, digest)| match digest {
+        Some(digest) if !raw.is_empty() => caps.digest_function.digest(raw) == *digest,
+        _ => true,
+    })
 }
 
 /// The result's `metadata` map, from the auxiliary metadata entry the uploader wrote.

@@ -131,12 +131,26 @@ fn to_remote(
     let stdout_digest = log_blob(caps, &result.stdout, store, &mut blobs)?;
     let stderr_digest = log_blob(caps, &result.stderr, store, &mut blobs)?;
     let mut output_files = Vec::with_capacity(result.output_files.len());
+    // Small outputs also travel inside the ActionResult (`OutputFile.contents`), so a reader
+    // gets them with `GetActionResult` alone; the blobs are uploaded as well for any reader
+    // that ignores the inlined bytes.
+    let mut inline_budget = INLINE_BUDGET;
     for file in &result.output_files {
         let digest = stored_blob(caps, &file.digest, store, &mut blobs)?;
+        let contents = match blobs.last().map(|blob| &blob.body) {
+            Some(Body::Bytes(bytes))
+                if bytes.len() as u64 <= INLINE_FILE && bytes.len() as u64 <= inline_budget =>
+            {
+                inline_budget -= bytes.len() as u64;
+                bytes.clone()
+            }
+            _ => Vec::new(),
+        };
         output_files.push(reapi::OutputFile {
             path: file.path.clone(),
             digest: Some(digest),
             is_executable: file.executable,
+            contents,
             ..Default::default()
         });
     }
@@ -157,10 +171,25 @@ fn to_remote(
         exit_code: result.exit_code,
         stdout_digest,
         stderr_digest,
+        stdout_raw: inline_log(&result.stdout),
+        stderr_raw: inline_log(&result.stderr),
         execution_metadata: Some(metadata(result)),
         ..Default::default()
     };
     Ok((remote, blobs))
+}
+
+/// Output files up to this size are inlined in the uploaded ActionResult.
+const INLINE_FILE: u64 = 64 * 1024;
+/// At most this many bytes of one ActionResult are inlined (well under gRPC's 4 MiB).
+const INLINE_BUDGET: u64 = 1 << 20;
+
+/// A small log's bytes, also sent inline (`stdout_raw`), so a reader needs no fetch for it.
+fn inline_log(log: &LogRef) -> Vec<u8> {
+    match log {
+        LogRef::Inline(bytes) if bytes.len() as u64 <= INLINE_FILE => bytes.clone(),
+        _ => Vec::new(),
+    }
 }
 
 /// A log as a blob; `None` for an empty log.
