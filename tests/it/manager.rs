@@ -65,6 +65,26 @@ fn project() -> Project {
     }
 }
 
+/// One call of `task` named `name` through `manager` with a counting execute_fn.
+async fn run_counted(
+    manager: &EnhancedCacheManager,
+    name: &str,
+    task: &TaskConfig,
+    p: &Project,
+    exit_code: i32,
+) -> cuenv::Execution {
+    manager
+        .execute_task_with_cache(
+            name,
+            task,
+            p.root.path(),
+            &env(),
+            counting(&p.runs, p.root.path(), exit_code),
+        )
+        .await
+        .unwrap()
+}
+
 fn env() -> HashMap<String, String> {
     HashMap::new()
 }
@@ -74,28 +94,10 @@ async fn a_hit_does_not_execute_again_and_restores_outputs() {
     let p = project();
     let manager = manager(p.cache.path()).await;
     let task = task("echo hello > out.txt");
-    let first = manager
-        .execute_task_with_cache(
-            "build",
-            &task,
-            p.root.path(),
-            &env(),
-            counting(&p.runs, p.root.path(), 0),
-        )
-        .await
-        .unwrap();
+    let first = run_counted(&manager, "build", &task, &p, 0).await;
     assert_eq!((first.source, first.stored, first.exit_code), (Source::Executed, true, 0));
     fs::remove_file(p.root.path().join("out.txt")).unwrap();
-    let second = manager
-        .execute_task_with_cache(
-            "build",
-            &task,
-            p.root.path(),
-            &env(),
-            counting(&p.runs, p.root.path(), 0),
-        )
-        .await
-        .unwrap();
+    let second = run_counted(&manager, "build", &task, &p, 0).await;
     assert_eq!(second.source, Source::Hit(Tier::Memory));
     assert_eq!(p.runs.load(Ordering::SeqCst), 1);
     assert_eq!(fs::read_to_string(p.root.path().join("out.txt")).unwrap(), "run 1");
@@ -105,16 +107,7 @@ async fn a_hit_does_not_execute_again_and_restores_outputs() {
 
     // A new manager (a new process, as far as the cache can tell) hits on disk.
     let again = self::manager(p.cache.path()).await;
-    let third = again
-        .execute_task_with_cache(
-            "build",
-            &task,
-            p.root.path(),
-            &env(),
-            counting(&p.runs, p.root.path(), 0),
-        )
-        .await
-        .unwrap();
+    let third = run_counted(&again, "build", &task, &p, 0).await;
     assert_eq!(third.source, Source::Hit(Tier::Disk));
     assert_eq!(p.runs.load(Ordering::SeqCst), 1);
     let stats = again.statistics().await.unwrap();
@@ -130,16 +123,7 @@ async fn a_task_with_cache_false_always_executes() {
     assert!(!manager.is_caching_enabled(&task));
     assert_eq!(manager.get_task_cache_mode(&task), CacheMode::Off);
     for _ in 0..2 {
-        let execution = manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 0),
-            )
-            .await
-            .unwrap();
+        let execution = run_counted(&manager, "t", &task, &p, 0).await;
         assert_eq!(execution.source, Source::Uncached);
     }
     assert_eq!(p.runs.load(Ordering::SeqCst), 2);
@@ -187,16 +171,7 @@ async fn failures_are_not_cached_unless_configured() {
     let task = task("exit 3");
     let manager = manager(p.cache.path()).await;
     for _ in 0..2 {
-        let execution = manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 3),
-            )
-            .await
-            .unwrap();
+        let execution = run_counted(&manager, "t", &task, &p, 3).await;
         assert_eq!(
             (execution.source, execution.exit_code, execution.stored),
             (Source::Executed, 3, false)
@@ -208,16 +183,7 @@ async fn failures_are_not_cached_unless_configured() {
     let manager =
         EnhancedCacheManager::new_with_flags(config, CacheFeatureFlags::default()).await.unwrap();
     for expected in [Source::Executed, Source::Hit(Tier::Memory)] {
-        let execution = manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 3),
-            )
-            .await
-            .unwrap();
+        let execution = run_counted(&manager, "t", &task, &p, 3).await;
         assert_eq!((execution.source, execution.exit_code), (expected, 3));
     }
     assert_eq!(p.runs.load(Ordering::SeqCst), 3);
@@ -338,16 +304,7 @@ async fn a_panicking_or_failing_execution_errors_every_waiter_and_can_be_retried
         .unwrap_err();
     assert_eq!(failed.to_string(), "task \"t\": cannot spawn sh");
     // Nothing stale is left: the next call executes and succeeds.
-    let retried = manager
-        .execute_task_with_cache(
-            "t",
-            &task,
-            p.root.path(),
-            &env(),
-            counting(&p.runs, p.root.path(), 0),
-        )
-        .await
-        .unwrap();
+    let retried = run_counted(&manager, "t", &task, &p, 0).await;
     assert_eq!(retried.source, Source::Executed);
     manager.shutdown().await.unwrap();
 }
@@ -362,16 +319,7 @@ async fn feature_flags_switch_to_legacy_and_to_process_private_storage() {
         EnhancedCacheManager::new_with_flags(config(p.cache.path()), legacy).await.unwrap();
     assert!(!manager.is_caching_enabled(&task));
     for _ in 0..2 {
-        let execution = manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 0),
-            )
-            .await
-            .unwrap();
+        let execution = run_counted(&manager, "t", &task, &p, 0).await;
         assert_eq!(execution.source, Source::Uncached);
     }
     manager.shutdown().await.unwrap();
@@ -382,27 +330,9 @@ async fn feature_flags_switch_to_legacy_and_to_process_private_storage() {
     for expected in [Source::Executed, Source::Executed] {
         let manager =
             EnhancedCacheManager::new_with_flags(config(&cache_dir), memory_only).await.unwrap();
-        let first = manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 0),
-            )
-            .await
-            .unwrap();
+        let first = run_counted(&manager, "t", &task, &p, 0).await;
         assert_eq!(first.source, expected);
-        let second = manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 0),
-            )
-            .await
-            .unwrap();
+        let second = run_counted(&manager, "t", &task, &p, 0).await;
         assert_eq!(second.source, Source::Hit(Tier::Memory));
         manager.shutdown().await.unwrap();
     }
@@ -416,16 +346,7 @@ async fn two_runtimes_on_different_cache_dirs_live_side_by_side() {
     let (first, second) = (manager(a.cache.path()).await, manager(b.cache.path()).await);
     let task = task("x");
     for (manager, p) in [(&first, &a), (&second, &b), (&first, &a), (&second, &b)] {
-        manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 0),
-            )
-            .await
-            .unwrap();
+        run_counted(&manager, "t", &task, &p, 0).await;
     }
     assert_eq!((a.runs.load(Ordering::SeqCst), b.runs.load(Ordering::SeqCst)), (1, 1));
     first.shutdown().await.unwrap();
@@ -472,16 +393,7 @@ async fn shutdown_waits_for_admitted_work_and_refuses_new_work() {
     let stats = cuenv_actors::stats::StatsStore::new(p.cache.path().join("stats/v1")).days();
     assert_eq!(stats.iter().map(|(_, counters)| counters.writes).sum::<u64>(), 1);
     let again = self::manager(p.cache.path()).await;
-    let hit = again
-        .execute_task_with_cache(
-            "t",
-            &task,
-            p.root.path(),
-            &env(),
-            counting(&p.runs, p.root.path(), 0),
-        )
-        .await
-        .unwrap();
+    let hit = run_counted(&again, "t", &task, &p, 0).await;
     assert_eq!(hit.source, Source::Hit(Tier::Disk));
     again.shutdown().await.unwrap();
 }
@@ -492,29 +404,11 @@ async fn a_dropped_manager_keeps_every_acknowledged_write() {
     let task = task("x");
     {
         let manager = manager(p.cache.path()).await;
-        let execution = manager
-            .execute_task_with_cache(
-                "t",
-                &task,
-                p.root.path(),
-                &env(),
-                counting(&p.runs, p.root.path(), 0),
-            )
-            .await
-            .unwrap();
+        let execution = run_counted(&manager, "t", &task, &p, 0).await;
         assert!(execution.stored);
     }
     let again = manager(p.cache.path()).await;
-    let hit = again
-        .execute_task_with_cache(
-            "t",
-            &task,
-            p.root.path(),
-            &env(),
-            counting(&p.runs, p.root.path(), 0),
-        )
-        .await
-        .unwrap();
+    let hit = run_counted(&again, "t", &task, &p, 0).await;
     assert_eq!(hit.source, Source::Hit(Tier::Disk));
     again.shutdown().await.unwrap();
 }
