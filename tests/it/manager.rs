@@ -346,7 +346,7 @@ async fn two_runtimes_on_different_cache_dirs_live_side_by_side() {
     let (first, second) = (manager(a.cache.path()).await, manager(b.cache.path()).await);
     let task = task("x");
     for (manager, p) in [(&first, &a), (&second, &b), (&first, &a), (&second, &b)] {
-        run_counted(&manager, "t", &task, &p, 0).await;
+        run_counted(manager, "t", &task, p, 0).await;
     }
     assert_eq!((a.runs.load(Ordering::SeqCst), b.runs.load(Ordering::SeqCst)), (1, 1));
     first.shutdown().await.unwrap();
