@@ -177,7 +177,7 @@ impl Walk<'_> {
     pub(super) fn run(&self) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
         let mut literal_dirs = Vec::new();
         let mut bases = self.spec.bases.clone();
-        let mut candidates: Vec<(String, PathBuf)> = Vec::new();
+        let mut literal_files: Vec<(String, PathBuf)> = Vec::new();
         for (pattern, path) in &self.spec.literals {
             let absolute = self.root.join(path);
             let metadata = fs::symlink_metadata(&absolute).map_err(|error| match error.kind() {
@@ -191,27 +191,30 @@ impl Walk<'_> {
                 bases.push(path.clone());
                 literal_dirs.push(path.clone());
             } else if !self.spec.ignore.is_match(path) {
-                candidates.push((path.clone(), absolute));
+                literal_files.push((path.clone(), absolute));
             }
         }
         let bases = outermost(bases);
-        let literal_files = candidates.clone();
+        let mut candidates: Vec<Candidate> = literal_files
+            .iter()
+            .map(|(path, absolute)| Candidate::literal(path, absolute))
+            .collect();
         let mut few = true;
         for base in &bases {
             few = few && self.list(base.clone(), &literal_dirs, &mut candidates, PARALLEL_AT)?;
         }
         let visited = if few {
             // A small task: stat and hash right here; the pool stays asleep.
-            candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            candidates.dedup_by(|a, b| a.0 == b.0);
+            candidates.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+            candidates.dedup_by(|a, b| a.path == b.path);
             candidates
                 .into_iter()
-                .map(|(path, absolute)| self.stat_and_visit(path, &absolute))
+                .map(|candidate| self.stat_and_visit(candidate))
                 .collect::<Result<_, _>>()?
         } else {
             // Many files: walk again, every directory and batch of files a task on the pool.
             self.pool
-                .install(|| super::parallel::walk(self, &bases, &literal_dirs, literal_files))?
+                .install(|| super::parallel::walk(self, &bases, &literal_dirs, &literal_files))?
         };
         let mut collected = collect(visited);
         collected.files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
@@ -220,14 +223,16 @@ impl Walk<'_> {
         Ok((collected.files, collected.counts))
     }
 
-    pub(super) fn stat_and_visit(
-        &self,
-        path: String,
-        absolute: &Path,
-    ) -> Result<Visited, KeyError> {
-        let metadata = fs::symlink_metadata(absolute)
-            .map_err(|error| KeyError::io(self.task, absolute, error))?;
-        self.visit_file(path, absolute, &metadata)
+    /// Stats a candidate (through its directory entry when it has one: `fstatat` on the open
+    /// directory, no walk of the whole path) and visits it.
+    pub(super) fn stat_and_visit(&self, candidate: Candidate) -> Result<Visited, KeyError> {
+        let Candidate { path, absolute, entry } = candidate;
+        let metadata = match &entry {
+            Some(entry) => entry.metadata(),
+            None => fs::symlink_metadata(&absolute),
+        }
+        .map_err(|error| KeyError::io(self.task, &absolute, error))?;
+        self.visit_file(path, &absolute, &metadata)
     }
 
     pub(super) fn wanted(&self, literal_dirs: &[String], path: &str) -> bool {
@@ -245,7 +250,7 @@ impl Walk<'_> {
         &self,
         base: String,
         literal_dirs: &[String],
-        out: &mut Vec<(String, PathBuf)>,
+        out: &mut Vec<Candidate>,
         limit: usize,
     ) -> Result<bool, KeyError> {
         let mut stack = vec![base];
@@ -270,7 +275,7 @@ impl Walk<'_> {
                         stack.push(path);
                     }
                 } else if self.wanted(literal_dirs, &path) {
-                    out.push((path, entry.path()));
+                    out.push(Candidate { path, absolute: entry.path(), entry: Some(entry) });
                     if out.len() > limit {
                         return Ok(false);
                     }
@@ -328,6 +333,20 @@ impl Walk<'_> {
         let fresh = keep.then(|| (path.clone(), stamp, hash));
         let file = InputFile { path, kind, hash, size: metadata.len() };
         Ok(Visited { file, fresh, source: Source::Read(metadata.len()) })
+    }
+}
+
+/// A file to stat and hash.
+pub(super) struct Candidate {
+    pub(super) path: String,
+    pub(super) absolute: PathBuf,
+    /// Its directory entry, when a listing found it.
+    pub(super) entry: Option<fs::DirEntry>,
+}
+
+impl Candidate {
+    pub(super) fn literal(path: &str, absolute: &Path) -> Self {
+        Candidate { path: path.to_owned(), absolute: absolute.to_owned(), entry: None }
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::KeyError;
-use super::inputs::{Visited, Walk};
+use super::inputs::{Candidate, Visited, Walk};
 
 /// Files handed to rayon per task, so a directory of 10,000 files still spreads over every
 /// thread.
@@ -25,8 +25,10 @@ pub(super) fn walk<'a>(
     walk: &'a Walk<'a>,
     bases: &[String],
     literal_dirs: &'a [String],
-    literal_files: Vec<(String, PathBuf)>,
+    literal_files: &[(String, PathBuf)],
 ) -> Result<Vec<Visited>, KeyError> {
+    let literal_files =
+        literal_files.iter().map(|(path, absolute)| Candidate::literal(path, absolute)).collect();
     let shared = Shared { walk, literal_dirs, visited: Mutex::new(Ok(Vec::new())) };
     rayon::scope(|scope| {
         batch(scope, &shared, literal_files);
@@ -74,7 +76,7 @@ fn dir<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, dir_path: String) {
                     }
                 }
                 Ok(_) if walk.wanted(shared.literal_dirs, &path) => {
-                    files.push((path, entry.path()));
+                    files.push(Candidate { path, absolute: entry.path(), entry: Some(entry) });
                     if files.len() == BATCH {
                         batch(
                             scope,
@@ -93,15 +95,13 @@ fn dir<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, dir_path: String) {
     });
 }
 
-fn batch<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, files: Vec<(String, PathBuf)>) {
+fn batch<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, files: Vec<Candidate>) {
     if files.is_empty() {
         return;
     }
     scope.spawn(move |_| {
-        let outcome = files
-            .into_iter()
-            .map(|(path, absolute)| shared.walk.stat_and_visit(path, &absolute))
-            .collect();
+        let outcome =
+            files.into_iter().map(|candidate| shared.walk.stat_and_visit(candidate)).collect();
         add(shared, outcome);
     });
 }
