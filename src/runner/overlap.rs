@@ -7,6 +7,7 @@
 //! are reported as overlapping.
 
 use std::cell::OnceCell;
+use std::collections::BTreeSet;
 
 use globset::{GlobBuilder, GlobMatcher};
 
@@ -96,20 +97,41 @@ fn overlap(a: &Output, b: &Output) -> bool {
 }
 
 /// Fails with every overlapping pair of concurrently runnable tasks.
+///
+/// Outputs are sorted by their literal base, so only outputs whose bases are prefix-related
+/// (one under the other) are compared: near-linear for the usual one-directory-per-package
+/// layout, instead of comparing every pair of tasks.
 pub(crate) fn check(file: &TaskFile, plan: &Plan) -> Result<(), Error> {
-    let outputs: std::collections::BTreeMap<&str, Vec<Output>> =
-        plan.order.iter().map(|name| (name.as_str(), outputs_of(file, name))).collect();
+    let mut outputs: Vec<(usize, Output)> = plan
+        .order
+        .iter()
+        .enumerate()
+        .flat_map(|(task, name)| {
+            outputs_of(file, name).into_iter().map(move |output| (task, output))
+        })
+        .collect();
+    outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
+    let ancestors = plan.ancestors();
+    let depends = |a: usize, b: usize| ancestors[a][b / 64] & (1 << (b % 64)) != 0;
+    let mut reported = BTreeSet::new();
     let mut problems = Vec::new();
-    for (a, b) in plan.concurrent_pairs() {
-        for x in &outputs[a] {
-            if let Some(y) = outputs[b].iter().find(|y| overlap(x, y)) {
+    for (index, (a, x)) in outputs.iter().enumerate() {
+        // Every later base that starts with this one follows it directly in sorted order.
+        for (b, y) in
+            outputs[index + 1..].iter().take_while(|(_, y)| y.base.starts_with(x.base.as_str()))
+        {
+            let (first, second) = ((*a).min(*b), (*a).max(*b));
+            if a == b || depends(first, second) || depends(second, first) || !overlap(x, y) {
+                continue;
+            }
+            if reported.insert((first, second)) {
+                let (name_a, name_b) = (&plan.order[first], &plan.order[second]);
                 problems.push(format!(
-                    "  tasks \"{a}\" and \"{b}\" may run at the same time but both write {} (outputs \"{}\" and \"{}\")",
+                    "  tasks \"{name_a}\" and \"{name_b}\" may run at the same time but both write {} (outputs \"{}\" and \"{}\")",
                     if x.is_glob { &y.pattern } else { &x.pattern },
                     x.pattern,
                     y.pattern
                 ));
-                break;
             }
         }
     }
@@ -148,5 +170,62 @@ mod tests {
             assert_eq!(overlap(&output(a), &output(b)), expected, "{a} vs {b}");
             assert_eq!(overlap(&output(b), &output(a)), expected, "{b} vs {a}");
         }
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use std::collections::BTreeMap;
+    use std::num::NonZeroUsize;
+
+    use super::*;
+    use crate::runner::RunOptions;
+    use crate::task::{TaskConfig, TaskFileFormat};
+
+    fn task(outputs: &[&str], dependencies: &[&str]) -> TaskConfig {
+        TaskConfig {
+            command: Some("true".into()),
+            outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+            dependencies: dependencies.iter().map(|s| (*s).to_owned()).collect(),
+            ..TaskConfig::default()
+        }
+    }
+
+    fn checked(tasks: BTreeMap<String, TaskConfig>) -> Result<(), Error> {
+        let file = TaskFile {
+            path: "cuenv.toml".into(),
+            root: "/p".into(),
+            format: TaskFileFormat::Toml,
+            tasks,
+        };
+        let options = RunOptions {
+            tasks: Vec::new(),
+            all: true,
+            jobs: NonZeroUsize::MIN,
+            keep_going: false,
+            args: Vec::new(),
+            no_color: true,
+        };
+        check(&file, &Plan::new(&file, &options)?)
+    }
+
+    #[test]
+    fn only_tasks_that_can_run_together_are_reported() {
+        let tasks = BTreeMap::from([
+            ("a".to_owned(), task(&["dist/**"], &[])),
+            ("b".to_owned(), task(&["dist/*.txt"], &[])),
+            ("c".to_owned(), task(&["dist/c.txt"], &["a"])),
+            ("d".to_owned(), task(&["other/**"], &[])),
+        ]);
+        let message = checked(tasks).unwrap_err().to_string();
+        assert!(message.contains("tasks \"a\" and \"b\""), "{message}");
+        assert!(message.contains("tasks \"b\" and \"c\""), "{message}");
+        assert!(!message.contains("\"a\" and \"c\""), "c depends on a: {message}");
+        assert!(!message.contains("\"d\""), "{message}");
+        let fine = BTreeMap::from([
+            ("a".to_owned(), task(&["pkg-a/dist/**"], &[])),
+            ("b".to_owned(), task(&["pkg-b/dist/**"], &[])),
+        ]);
+        assert!(checked(fine).is_ok());
     }
 }

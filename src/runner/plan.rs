@@ -130,34 +130,25 @@ impl Plan {
         left
     }
 
-    /// Pairs of tasks that may run at the same time: neither depends on the other, directly or
-    /// transitively.
-    pub(crate) fn concurrent_pairs(&self) -> Vec<(&str, &str)> {
-        let ancestors: BTreeMap<&str, BTreeSet<&str>> = self
-            .order
-            .iter()
-            .map(|name| {
-                let mut seen = BTreeSet::new();
-                let mut stack: Vec<&str> =
-                    self.dependencies[name].iter().map(String::as_str).collect();
-                while let Some(dep) = stack.pop() {
-                    if seen.insert(dep) {
-                        stack.extend(self.dependencies[dep].iter().map(String::as_str));
-                    }
-                }
-                (name.as_str(), seen)
-            })
-            .collect();
-        let mut pairs = Vec::new();
-        for (index, a) in self.order.iter().enumerate() {
-            for b in &self.order[index + 1..] {
-                if !ancestors[b.as_str()].contains(a.as_str())
-                    && !ancestors[a.as_str()].contains(b.as_str())
-                {
-                    pairs.push((a.as_str(), b.as_str()));
+    /// For each task (by position in `order`), the set of its transitive dependencies as a
+    /// bitset over positions. Two tasks may run at the same time when neither is in the other's.
+    pub(crate) fn ancestors(&self) -> Vec<Vec<u64>> {
+        let position: BTreeMap<&str, usize> =
+            self.order.iter().enumerate().map(|(index, name)| (name.as_str(), index)).collect();
+        let words = self.order.len().div_ceil(64);
+        let mut ancestors: Vec<Vec<u64>> = Vec::with_capacity(self.order.len());
+        // `order` is topological: every dependency's set is complete before its dependents'.
+        for name in &self.order {
+            let mut set = vec![0u64; words];
+            for dependency in &self.dependencies[name] {
+                let at = position[dependency.as_str()];
+                set[at / 64] |= 1 << (at % 64);
+                for (word, theirs) in set.iter_mut().zip(&ancestors[at]) {
+                    *word |= theirs;
                 }
             }
+            ancestors.push(set);
         }
-        pairs
+        ancestors
     }
 }
