@@ -219,7 +219,7 @@ impl Walk<'_> {
         let mut collected = collect(visited);
         collected.files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         collected.files.dedup_by(|a, b| a.path == b.path);
-        self.stat_cache.record(collected.fresh, self.now_ns, self.racy_window);
+        self.stat_cache.record(collected.fresh, self.now_ns);
         Ok((collected.files, collected.counts))
     }
 

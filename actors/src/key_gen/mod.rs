@@ -211,8 +211,11 @@ impl KeyEngine {
         let mut caches = self.stat_caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cache = caches.entry(project_root.to_owned()).or_insert_with(|| {
             Arc::new(match &self.settings.stat_cache_dir {
-                Some(dir) => StatCache::load(stat_cache::file_for(dir, project_root)),
-                None => StatCache::in_memory(),
+                Some(dir) => StatCache::load(
+                    stat_cache::file_for(dir, project_root),
+                    self.settings.racy_window,
+                ),
+                None => StatCache::in_memory(self.settings.racy_window),
             })
         });
         Arc::clone(cache)

@@ -17,15 +17,14 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
+use crate::envelope::EnvelopeError;
 use crate::{Digest, envelope, fsio};
 
 const MAGIC: [u8; 4] = *b"CUSC";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 /// What must stay equal for a cached hash to be reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
     dev: u64,
     ino: u64,
@@ -61,23 +60,144 @@ impl FileStamp {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     stamp: FileStamp,
     hash: Digest,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
+/// Bytes of one stored record: key, stamp (dev, ino, size, mtime, ctime, mode) and hash.
+const RECORD_LEN: usize = 8 + 8 + 8 + 8 + 8 + 8 + 4 + 32;
+
+/// The key of a project-relative path: a stable 64-bit FNV-1a hash, so that loading the file
+/// allocates nothing per entry. Two paths that share a key can only share an answer if they also
+/// share a stamp, device and inode included: the same file, with the same content.
+fn key_of(path: &str) -> u64 {
+    path.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The records of a stat-cache file, searched where they lie in the bytes read: loading costs
+/// one read and one checksum, whatever the number of entries.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// The whole file, its envelope checked and its records found in key order.
+    bytes: Vec<u8>,
     written_at_ns: i64,
-    entries: Vec<(String, Entry)>,
+}
+
+impl Loaded {
+    /// Checks a file's bytes: the envelope, whole records, keys strictly increasing.
+    fn new(bytes: Vec<u8>) -> Result<Self, Damage> {
+        let payload = envelope::open(MAGIC, VERSION, &bytes).map_err(|error| match error {
+            EnvelopeError::UnknownVersion { .. } => Damage::OtherVersion,
+            error => Damage::Corrupt(error.to_string()),
+        })?;
+        let Some(written_at) = payload.get(..8) else {
+            return Err(Damage::Corrupt("payload shorter than its header".to_owned()));
+        };
+        let records = payload.len() - 8;
+        if records % RECORD_LEN != 0 {
+            return Err(Damage::Corrupt(format!(
+                "{records} record bytes is not a whole number of records"
+            )));
+        }
+        let written_at_ns = i64::from_le_bytes(written_at.try_into().unwrap_or_default());
+        let loaded = Loaded { bytes, written_at_ns };
+        let in_order = (1..loaded.len()).all(|at| loaded.key(at - 1) < loaded.key(at));
+        if !in_order {
+            return Err(Damage::Corrupt("records out of order".to_owned()));
+        }
+        Ok(loaded)
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len().saturating_sub(envelope::HEADER_LEN + 8) / RECORD_LEN
+    }
+
+    fn record(&self, at: usize) -> &[u8] {
+        let start = envelope::HEADER_LEN + 8 + at * RECORD_LEN;
+        &self.bytes[start..start + RECORD_LEN]
+    }
+
+    fn key(&self, at: usize) -> u64 {
+        Fields(self.record(at)).u64()
+    }
+
+    /// The entry of record `at`, unless its file changed at or after the moment the cache was
+    /// written: such an entry may be racy.
+    fn entry(&self, at: usize) -> Option<Entry> {
+        let mut fields = Fields(&self.record(at)[8..]);
+        let stamp = FileStamp {
+            dev: fields.u64(),
+            ino: fields.u64(),
+            size: fields.u64(),
+            mtime_ns: fields.u64() as i64,
+            ctime_ns: fields.u64() as i64,
+            mode: fields.u32(),
+        };
+        let hash = Digest(fields.0.try_into().unwrap_or_default());
+        (stamp.mtime_ns.max(stamp.ctime_ns) < self.written_at_ns).then_some(Entry { stamp, hash })
+    }
+
+    fn get(&self, key: u64) -> Option<Entry> {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.key(middle).cmp(&key) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return self.entry(middle),
+            }
+        }
+        None
+    }
+}
+
+/// Why a stat-cache file is not used.
+enum Damage {
+    /// Written by another format version: replaced without a word.
+    OtherVersion,
+    Corrupt(String),
+}
+
+/// The entries: those loaded from the file and the changes since.
+#[derive(Debug, Default)]
+struct Entries {
+    loaded: Loaded,
+    /// Recorded (`Some`) or dropped (`None`) since the load.
+    changed: HashMap<u64, Option<Entry>>,
+}
+
+impl Entries {
+    fn get(&self, key: u64) -> Option<Entry> {
+        match self.changed.get(&key) {
+            Some(changed) => *changed,
+            None => self.loaded.get(key),
+        }
+    }
+
+    /// Every live entry, sorted by key.
+    fn merged(&self) -> Vec<(u64, Entry)> {
+        let loaded = (0..self.loaded.len())
+            .map(|at| (self.loaded.key(at), at))
+            .filter(|(key, _)| !self.changed.contains_key(key))
+            .filter_map(|(key, at)| Some((key, self.loaded.entry(at)?)));
+        let changed = self.changed.iter().filter_map(|(key, entry)| Some((*key, (*entry)?)));
+        let mut merged: Vec<(u64, Entry)> = loaded.chain(changed).collect();
+        merged.sort_unstable_by_key(|(key, _)| *key);
+        merged
+    }
 }
 
 /// The stat cache of one project: in memory, persisted to one file under the cache dir.
 #[derive(Debug)]
 pub struct StatCache {
     file: Option<PathBuf>,
-    entries: RwLock<HashMap<String, Entry>>,
+    /// How long a file must have been still before its hash is kept.
+    window: Duration,
+    entries: RwLock<Entries>,
     dirty: AtomicBool,
 }
 
@@ -89,62 +209,76 @@ pub(super) fn now_ns() -> i64 {
 
 impl StatCache {
     /// An empty cache that is never persisted.
-    pub fn in_memory() -> Self {
-        StatCache { file: None, entries: RwLock::default(), dirty: AtomicBool::new(false) }
+    pub fn in_memory(window: Duration) -> Self {
+        StatCache { file: None, window, entries: RwLock::default(), dirty: AtomicBool::new(false) }
     }
 
     /// Loads the cache stored at `file`. A missing file is an empty cache; an unreadable or
     /// corrupt one is set aside (renamed `*.corrupt`) with one warning and starts empty.
-    pub fn load(file: PathBuf) -> Self {
-        let entries = match fs::read(&file) {
-            Ok(bytes) => match decode(&bytes) {
-                Ok(entries) => entries,
-                Err(reason) => {
+    pub fn load(file: PathBuf, window: Duration) -> Self {
+        let loaded = match fs::read(&file) {
+            Ok(bytes) => match Loaded::new(bytes) {
+                Ok(loaded) => loaded,
+                Err(Damage::OtherVersion) => Loaded::default(),
+                Err(Damage::Corrupt(reason)) => {
                     tracing::warn!(path = %file.display(), %reason, "stat cache is corrupt; rebuilding it");
                     let _ = fs::rename(&file, file.with_extension("corrupt"));
-                    HashMap::new()
+                    Loaded::default()
                 }
             },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Loaded::default(),
             Err(error) => {
                 tracing::warn!(path = %file.display(), %error, "cannot read the stat cache; rebuilding it");
-                HashMap::new()
+                Loaded::default()
             }
         };
-        StatCache { file: Some(file), entries: RwLock::new(entries), dirty: AtomicBool::new(false) }
+        StatCache {
+            file: Some(file),
+            window,
+            entries: RwLock::new(Entries { loaded, changed: HashMap::new() }),
+            dirty: AtomicBool::new(false),
+        }
     }
 
     /// The cached hash of `path`, if its stamp is unchanged.
     pub fn lookup(&self, path: &str, stamp: &FileStamp) -> Option<Digest> {
         let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries.get(path).filter(|entry| entry.stamp == *stamp).map(|entry| entry.hash)
+        entries.get(key_of(path)).filter(|entry| entry.stamp == *stamp).map(|entry| entry.hash)
     }
 
     /// Records freshly computed hashes; stamps that are not settled at `now_ns` are skipped
     /// (and any older entry for them dropped).
-    pub fn record(&self, fresh: Vec<(String, FileStamp, Digest)>, now_ns: i64, window: Duration) {
+    pub fn record(&self, fresh: Vec<(String, FileStamp, Digest)>, now_ns: i64) {
         if fresh.is_empty() {
             return;
         }
         let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         for (path, stamp, hash) in fresh {
-            if stamp.settled(now_ns, window) {
-                entries.insert(path, Entry { stamp, hash });
-            } else {
-                entries.remove(&path);
-            }
+            let entry = stamp.settled(now_ns, self.window).then_some(Entry { stamp, hash });
+            entries.changed.insert(key_of(&path), entry);
         }
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    /// Records one hash computed now (of an output found in place), if its file is settled.
+    pub fn remember(&self, path: &str, stamp: FileStamp, hash: Digest) {
+        if stamp.settled(now_ns(), self.window) {
+            let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            entries.changed.insert(key_of(path), Some(Entry { stamp, hash }));
+            self.dirty.store(true, Ordering::Release);
+        }
     }
 
-    /// Whether the cache has no entries.
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.merged().len()
+    }
+
+    /// Whether the cache has no entries (counting loaded ones that turn out racy).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.loaded.len() == 0 && entries.changed.values().all(Option::is_none)
     }
 
     /// The path and bytes to persist, if anything changed since the last call.
@@ -154,14 +288,8 @@ impl StatCache {
             return None;
         }
         let written_at_ns = now_ns();
-        let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let on_disk = OnDisk {
-            written_at_ns,
-            entries: entries.iter().map(|(path, entry)| (path.clone(), *entry)).collect(),
-        };
-        drop(entries);
-        let payload = postcard::to_allocvec(&on_disk).unwrap_or_default();
-        Some((file, envelope::seal(MAGIC, VERSION, &payload)))
+        let merged = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner()).merged();
+        Some((file, envelope::seal(MAGIC, VERSION, &encode(written_at_ns, &merged))))
     }
 
     /// Writes the cache to its file if it changed.
@@ -173,15 +301,38 @@ impl StatCache {
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<HashMap<String, Entry>, String> {
-    let payload = envelope::open(MAGIC, VERSION, bytes).map_err(|error| error.to_string())?;
-    let on_disk: OnDisk = postcard::from_bytes(payload).map_err(|error| error.to_string())?;
-    // An entry whose file changed at or after the moment the cache was written may be racy.
-    Ok(on_disk
-        .entries
-        .into_iter()
-        .filter(|(_, entry)| entry.stamp.mtime_ns.max(entry.stamp.ctime_ns) < on_disk.written_at_ns)
-        .collect())
+/// The payload: the write time, then fixed-size little-endian records sorted by key.
+fn encode(written_at_ns: i64, entries: &[(u64, Entry)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + entries.len() * RECORD_LEN);
+    out.extend_from_slice(&written_at_ns.to_le_bytes());
+    for (key, Entry { stamp, hash }) in entries {
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&stamp.dev.to_le_bytes());
+        out.extend_from_slice(&stamp.ino.to_le_bytes());
+        out.extend_from_slice(&stamp.size.to_le_bytes());
+        out.extend_from_slice(&stamp.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&stamp.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&stamp.mode.to_le_bytes());
+        out.extend_from_slice(&hash.0);
+    }
+    out
+}
+
+/// Reads fixed-size fields off the front of a record (whose length was checked).
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn u64(&mut self) -> u64 {
+        let (head, rest) = self.0.split_at(8);
+        self.0 = rest;
+        u64::from_le_bytes(head.try_into().unwrap_or_default())
+    }
+
+    fn u32(&mut self) -> u32 {
+        let (head, rest) = self.0.split_at(4);
+        self.0 = rest;
+        u32::from_le_bytes(head.try_into().unwrap_or_default())
+    }
 }
 
 /// The stat-cache file of `project_root` under `dir`: one file per project, named by a hash of
@@ -201,29 +352,19 @@ mod tests {
 
     #[test]
     fn only_settled_stamps_are_trusted() {
-        let cache = StatCache::in_memory();
+        let cache = StatCache::in_memory(Duration::from_secs(1));
         let now = 10_000_000_000;
-        let window = Duration::from_secs(1);
         let hash = Digest::of(b"x");
         // Changed 10 ms before the stat: a rewrite in the same timestamp tick could keep this
         // stamp, so the hash must not be reused.
-        cache.record(
-            vec![("racy".into(), stamp(now - 10_000_000, now - 20_000_000), hash)],
-            now,
-            window,
-        );
+        cache.record(vec![("racy".into(), stamp(now - 10_000_000, now - 20_000_000), hash)], now);
         assert_eq!(cache.lookup("racy", &stamp(now - 10_000_000, now - 20_000_000)), None);
         // A recent ctime (chmod, rename) is just as racy as a recent mtime.
-        cache.record(
-            vec![("ctime".into(), stamp(now - 5_000_000_000, now - 1), hash)],
-            now,
-            window,
-        );
+        cache.record(vec![("ctime".into(), stamp(now - 5_000_000_000, now - 1), hash)], now);
         assert_eq!(cache.lookup("ctime", &stamp(now - 5_000_000_000, now - 1)), None);
         cache.record(
             vec![("old".into(), stamp(now - 5_000_000_000, now - 4_000_000_000), hash)],
             now,
-            window,
         );
         assert_eq!(
             cache.lookup("old", &stamp(now - 5_000_000_000, now - 4_000_000_000)),
@@ -238,18 +379,64 @@ mod tests {
         let file = dir.path().join("c.stat");
         let hash = Digest::of(b"x");
         let written_at_ns = 50;
-        let on_disk = OnDisk {
-            written_at_ns,
-            entries: vec![
-                ("before".into(), Entry { stamp: stamp(10, 20), hash }),
-                ("same".into(), Entry { stamp: stamp(10, 50), hash }),
-                ("after".into(), Entry { stamp: stamp(60, 20), hash }),
-            ],
-        };
-        let bytes = envelope::seal(MAGIC, VERSION, &postcard::to_allocvec(&on_disk).unwrap());
+        let mut entries = vec![
+            (key_of("before"), Entry { stamp: stamp(10, 20), hash }),
+            (key_of("same"), Entry { stamp: stamp(10, 50), hash }),
+            (key_of("after"), Entry { stamp: stamp(60, 20), hash }),
+        ];
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        let bytes = envelope::seal(MAGIC, VERSION, &encode(written_at_ns, &entries));
         fs::write(&file, bytes).unwrap();
-        let cache = StatCache::load(file);
+        let cache = StatCache::load(file, Duration::from_secs(1));
         assert_eq!(cache.lookup("before", &stamp(10, 20)), Some(hash));
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn changes_survive_a_persist_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.stat");
+        let now = 10_000_000_000;
+        let settled = stamp(now - 5_000_000_000, now - 4_000_000_000);
+        let cache = StatCache::load(file.clone(), Duration::from_secs(1));
+        let fresh = (0..500)
+            .map(|index| (format!("src/file{index}.txt"), settled, Digest::of(&[index as u8])))
+            .collect();
+        cache.record(fresh, now);
+        cache.persist().unwrap();
+        let cache = StatCache::load(file.clone(), Duration::from_secs(1));
+        assert_eq!(cache.len(), 500);
+        assert_eq!(cache.lookup("src/file7.txt", &settled), Some(Digest::of(&[7])));
+        // A rewrite of one file and a racy stamp for another: the first is replaced, the
+        // second dropped, the rest kept.
+        let newer = stamp(now - 3_000_000_000, now - 3_000_000_000);
+        cache.record(
+            vec![
+                ("src/file7.txt".into(), newer, Digest::of(b"new")),
+                ("src/file8.txt".into(), stamp(now, now), Digest::of(b"racy")),
+            ],
+            now,
+        );
+        cache.persist().unwrap();
+        let cache = StatCache::load(file.clone(), Duration::from_secs(1));
+        assert_eq!(cache.len(), 499);
+        assert_eq!(cache.lookup("src/file7.txt", &newer), Some(Digest::of(b"new")));
+        assert_eq!(cache.lookup("src/file7.txt", &settled), None);
+        assert_eq!(cache.lookup("src/file8.txt", &settled), None);
+        assert_eq!(cache.lookup("src/file9.txt", &settled), Some(Digest::of(&[9])));
+        // A file of an older format is replaced quietly, not set aside as corrupt.
+        fs::write(&file, envelope::seal(MAGIC, VERSION - 1, b"old")).unwrap();
+        assert!(StatCache::load(file.clone(), Duration::from_secs(1)).is_empty());
+        assert!(!file.with_extension("corrupt").exists());
+        cache.persist().unwrap_or_default();
+        let cache = StatCache::load(file.clone(), Duration::from_secs(1));
+        cache.record(vec![("x".into(), settled, Digest::of(b"x"))], now);
+        cache.persist().unwrap();
+        // A payload cut inside a record is corrupt, not misread.
+        let bytes = fs::read(&file).unwrap();
+        let payload = &bytes[envelope::HEADER_LEN..bytes.len() - 10];
+        fs::write(&file, envelope::seal(MAGIC, VERSION, payload)).unwrap();
+        assert!(StatCache::load(file.clone(), Duration::from_secs(1)).is_empty());
+        assert!(file.with_extension("corrupt").exists());
     }
 }
