@@ -12,7 +12,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cuenv_actors::disk::{DiskLookup, DiskSettings, StoreOutcome, StoreRequest, now_ms};
+use cuenv_actors::disk::{
+    DiskLookup, DiskSettings, RestoreTarget, StoreOutcome, StoreRequest, now_ms,
+};
 use cuenv_actors::key_gen::{ActionKey, KeyGenSettings, KeyManifest};
 use cuenv_actors::memory::MemoryEntry;
 use cuenv_actors::remote::RemoteSettings;
@@ -252,10 +254,13 @@ impl EnhancedCacheManager {
             .key_gen()
             .compute(key_request(&self.inner.config, &invocation))
             .await?;
-        let root = invocation.project_root.to_owned();
+        let target = RestoreTarget {
+            root: invocation.project_root.to_owned(),
+            stamps: Some(Arc::clone(&key.stamps)),
+        };
         if mode.reads()
             && let Some(hit) =
-                self.inner.lookup_and_restore(&key.digest, &key.manifest, &task, &root).await?
+                self.inner.lookup_and_restore(&key.digest, &key.manifest, &task, &target).await?
         {
             return Ok(hit);
         }
@@ -263,7 +268,7 @@ impl EnhancedCacheManager {
             task: task.clone(),
             digest: key.digest,
             manifest: key.manifest,
-            root: root.clone(),
+            target: target.clone(),
             mode,
             lock_wait: invocation
                 .task
@@ -302,7 +307,7 @@ impl EnhancedCacheManager {
                 }
                 let execution =
                     wait.await.map_err(|_| Error::Abandoned { task: task.clone() })??;
-                self.inner.follow(execution, &root).await
+                self.inner.follow(execution, &target).await
             }
         }
     }
@@ -410,7 +415,7 @@ struct Job {
     task: String,
     digest: Digest,
     manifest: KeyManifest,
-    root: PathBuf,
+    target: RestoreTarget,
     mode: CacheMode,
     lock_wait: Duration,
     max_size: Option<u64>,
@@ -429,26 +434,26 @@ impl Inner {
         digest: &Digest,
         manifest: &KeyManifest,
         task: &str,
-        root: &Path,
+        target: &RestoreTarget,
     ) -> Result<Option<Execution>, Error> {
         if let Some(entry) = self.runtime.memory().get(*digest).await?
-            && let Some(hit) = self.restore_hit(entry, Tier::Memory, task, root).await?
+            && let Some(hit) = self.restore_hit(entry, Tier::Memory, task, target).await?
         {
             return Ok(Some(hit));
         }
         // One disk job reads the record and restores its outputs.
         let (found, restored) =
-            self.runtime.disk().lookup_and_restore(*digest, root.to_owned()).await?;
+            self.runtime.disk().lookup_and_restore(*digest, target.clone()).await?;
         match (found, restored) {
             (DiskLookup::Hit(entry), Some(restored)) => {
                 self.runtime.memory().put(*digest, Arc::clone(&entry));
-                self.finish_hit(entry, *digest, Tier::Disk, task, root, restored)
+                self.finish_hit(entry, *digest, Tier::Disk, task, &target.root, restored)
             }
             (DiskLookup::Corrupt { .. }, _) => {
                 self.record(Counters { corrupt: 1, ..Counters::default() });
-                self.remote_hit(digest, manifest, task, root).await
+                self.remote_hit(digest, manifest, task, target).await
             }
-            _ => self.remote_hit(digest, manifest, task, root).await,
+            _ => self.remote_hit(digest, manifest, task, target).await,
         }
     }
 
@@ -459,7 +464,7 @@ impl Inner {
         digest: &Digest,
         manifest: &KeyManifest,
         task: &str,
-        root: &Path,
+        target: &RestoreTarget,
     ) -> Result<Option<Execution>, Error> {
         let Some(remote) = self.runtime.remote() else { return Ok(None) };
         if remote.download(*digest, manifest.clone()).await?.is_none() {
@@ -468,7 +473,7 @@ impl Inner {
         match self.runtime.disk().lookup(*digest).await? {
             DiskLookup::Hit(entry) => {
                 self.runtime.memory().insert(*digest, Arc::clone(&entry)).await?;
-                self.restore_hit(entry, Tier::Remote, task, root).await
+                self.restore_hit(entry, Tier::Remote, task, target).await
             }
             DiskLookup::Miss | DiskLookup::Corrupt { .. } => Ok(None),
         }
@@ -479,11 +484,11 @@ impl Inner {
         entry: Arc<MemoryEntry>,
         tier: Tier,
         task: &str,
-        root: &Path,
+        target: &RestoreTarget,
     ) -> Result<Option<Execution>, Error> {
         let digest = entry.result.manifest.digest();
-        let restored = self.runtime.disk().restore(Arc::clone(&entry), root.to_owned()).await;
-        self.finish_hit(entry, digest, tier, task, root, restored)
+        let restored = self.runtime.disk().restore(Arc::clone(&entry), target.clone()).await;
+        self.finish_hit(entry, digest, tier, task, &target.root, restored)
     }
 
     /// Counts a hit whose outputs were restored, or turns a damaged one into a miss.
@@ -545,7 +550,7 @@ impl Inner {
                 tracing::warn!(task = %job.task, "gave up waiting for another process running the same action; executing here");
             }
             if let Some(hit) =
-                self.lookup_and_restore(&job.digest, &job.manifest, &job.task, &job.root).await?
+                self.lookup_and_restore(&job.digest, &job.manifest, &job.task, &job.target).await?
             {
                 return Ok(hit);
             }
@@ -571,7 +576,7 @@ impl Inner {
             duration_ms,
             entry: None,
             stored: false,
-            project_root: job.root.clone(),
+            project_root: job.target.root.clone(),
         };
         if let Some(early) = early {
             let _ = early.send(execution.clone());
@@ -595,7 +600,7 @@ impl Inner {
         let request = StoreRequest {
             digest: job.digest,
             manifest: job.manifest.clone(),
-            project_root: job.root.clone(),
+            project_root: job.target.root.clone(),
             exit_code: output.exit_code,
             stdout: output.stdout,
             stderr: output.stderr,
@@ -603,7 +608,7 @@ impl Inner {
             duration_ms,
             max_size: job.max_size,
             metadata: BTreeMap::new(),
-            remember_as: Some((project_id(&job.root), job.task.clone())),
+            remember_as: Some((project_id(&job.target.root), job.task.clone())),
         };
         match self.runtime.disk().store_result(request).await {
             Ok(StoreOutcome::Stored { entry, bytes }) => {
@@ -631,10 +636,16 @@ impl Inner {
 
     /// A follower's half: the leader's result, restored here if the follower's project root
     /// is another one.
-    async fn follow(&self, mut execution: Execution, root: &Path) -> Result<Execution, Error> {
-        if let Some(entry) = execution.entry.clone().filter(|_| execution.project_root != root) {
-            self.runtime.disk().restore(entry, root.to_owned()).await?;
-            execution.project_root = root.to_owned();
+    async fn follow(
+        &self,
+        mut execution: Execution,
+        target: &RestoreTarget,
+    ) -> Result<Execution, Error> {
+        if let Some(entry) =
+            execution.entry.clone().filter(|_| execution.project_root != target.root)
+        {
+            self.runtime.disk().restore(entry, target.clone()).await?;
+            execution.project_root = target.root.clone();
         }
         if execution.source == Source::Executed {
             execution.source = Source::Shared;

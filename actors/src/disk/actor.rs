@@ -17,6 +17,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::lock::{self, DigestLock};
 use super::{
     CapturedOutputs, DiskStore, GcReport, GcTarget, RecordLookup, RestoreError, RestoreReport,
+    RestoreTarget,
 };
 use crate::actor::call;
 use crate::error::{ActorGone, Error};
@@ -111,7 +112,7 @@ enum DiskMessage {
     },
     LookupAndRestore {
         digest: Digest,
-        root: PathBuf,
+        target: RestoreTarget,
         reply: oneshot::Sender<LookupRestored>,
     },
     Store {
@@ -126,7 +127,7 @@ enum DiskMessage {
     },
     Restore {
         entry: Arc<MemoryEntry>,
-        root: PathBuf,
+        target: RestoreTarget,
         reply: oneshot::Sender<Result<RestoreReport, RestoreError>>,
     },
     Lock {
@@ -202,16 +203,17 @@ impl DiskHandle {
         call(&self.mailbox, NAME, |reply| DiskMessage::Lookup { digest, reply }).await
     }
 
-    /// Reads the record of `digest` and, on a hit, restores its outputs under `root`, in one
+    /// Reads the record of `digest` and, on a hit, restores its outputs into `target`, in one
     /// job (a hit costs one trip to a blocking thread, not two).
     pub async fn lookup_and_restore(
         &self,
         digest: Digest,
-        root: PathBuf,
+        target: impl Into<RestoreTarget>,
     ) -> Result<(DiskLookup, Option<Result<RestoreReport, Error>>), ActorGone> {
+        let target = target.into();
         let (found, restored) = call(&self.mailbox, NAME, |reply| DiskMessage::LookupAndRestore {
             digest,
-            root,
+            target,
             reply,
         })
         .await?;
@@ -236,13 +238,15 @@ impl DiskHandle {
             .await??)
     }
 
-    /// Restores the outputs of `entry` under `root`.
+    /// Restores the outputs of `entry` into `target`.
     pub async fn restore(
         &self,
         entry: Arc<MemoryEntry>,
-        root: PathBuf,
+        target: impl Into<RestoreTarget>,
     ) -> Result<RestoreReport, Error> {
-        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Restore { entry, root, reply }).await??)
+        let target = target.into();
+        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Restore { entry, target, reply })
+            .await??)
     }
 
     /// Takes the cross-process lock of `digest`, waiting up to `timeout`.
@@ -364,16 +368,21 @@ impl DiskActor {
             DiskMessage::Lookup { digest, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(lookup(store, &digest));
             }),
-            DiskMessage::LookupAndRestore { digest, root, reply } => self.spawn_job(move |store| {
-                let found = lookup(store, &digest);
-                let restored = match &found {
-                    DiskLookup::Hit(entry) => {
-                        Some(store.restore_outputs_with(&entry.result, &root, Some(entry)))
-                    }
-                    DiskLookup::Miss | DiskLookup::Corrupt { .. } => None,
-                };
-                let _ = reply.send((found, restored));
-            }),
+            DiskMessage::LookupAndRestore { digest, target, reply } => {
+                self.spawn_job(move |store| {
+                    let found = lookup(store, &digest);
+                    let restored = match &found {
+                        DiskLookup::Hit(entry) => Some(store.restore_outputs_with(
+                            &entry.result,
+                            &target.root,
+                            Some(entry),
+                            target.stamps.as_deref(),
+                        )),
+                        DiskLookup::Miss | DiskLookup::Corrupt { .. } => None,
+                    };
+                    let _ = reply.send((found, restored));
+                })
+            }
             DiskMessage::Store { request, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(store_result(store, *request));
                 // After the reply: the caller does not wait for eviction.
@@ -384,8 +393,13 @@ impl DiskActor {
                 let _ = reply
                     .send(imported.and_then(|()| store.put_record(&digest, &result).map(drop)));
             }),
-            DiskMessage::Restore { entry, root, reply } => self.spawn_job(move |store| {
-                let _ = reply.send(store.restore_outputs_with(&entry.result, &root, Some(&entry)));
+            DiskMessage::Restore { entry, target, reply } => self.spawn_job(move |store| {
+                let _ = reply.send(store.restore_outputs_with(
+                    &entry.result,
+                    &target.root,
+                    Some(&entry),
+                    target.stamps.as_deref(),
+                ));
             }),
             DiskMessage::Lock { digest, timeout, reply } => {
                 let store = Arc::clone(&self.store);

@@ -36,7 +36,7 @@ pub use capture::{CaptureError, CapturedOutputs};
 pub use gc::{ABANDONED, GRACE, GcReport, GcTarget};
 pub use layout::Layout;
 pub use lock::DigestLock;
-pub use restore::{RestoreError, RestoreReport};
+pub use restore::{RestoreError, RestoreReport, RestoreTarget};
 
 use crate::result::ActionResult;
 use crate::{Digest, envelope, fsio};

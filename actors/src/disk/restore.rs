@@ -10,14 +10,14 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::DiskStore;
 use super::blobs::CopyOut;
 use crate::fsio;
-use crate::key_gen::{LARGE_FILE, hash_open_file};
+use crate::key_gen::{FileStamp, LARGE_FILE, StatCache, hash_open_file};
 use crate::memory::MemoryEntry;
 use crate::result::{ActionResult, OutputFile};
 
@@ -32,6 +32,22 @@ pub struct RestoreReport {
     pub dirs: usize,
     /// Symlinks written.
     pub symlinks: usize,
+}
+
+/// Where a restore writes: the project root, and the project's stat cache when the caller has
+/// one (outputs already in place are then recognised by their stamps instead of re-hashed).
+#[derive(Debug, Clone)]
+pub struct RestoreTarget {
+    /// The project root that output paths are relative to.
+    pub root: PathBuf,
+    /// The stat cache of that project.
+    pub stamps: Option<Arc<StatCache>>,
+}
+
+impl From<PathBuf> for RestoreTarget {
+    fn from(root: PathBuf) -> Self {
+        RestoreTarget { root, stamps: None }
+    }
 }
 
 /// Why a restore failed.
@@ -83,16 +99,18 @@ impl DiskStore {
         result: &ActionResult,
         root: &Path,
     ) -> Result<RestoreReport, RestoreError> {
-        self.restore_outputs_with(result, root, None)
+        self.restore_outputs_with(result, root, None, None)
     }
 
     /// Like [`DiskStore::restore_outputs`], taking the bytes of small blobs from a memory-tier
-    /// entry where it holds them (verified when they entered the memory tier).
+    /// entry where it holds them (verified when they entered the memory tier), and taking an
+    /// output in place as current when `stamps` knows its stamp with the output's digest.
     pub fn restore_outputs_with(
         &self,
         result: &ActionResult,
         root: &Path,
         memory: Option<&MemoryEntry>,
+        stamps: Option<&StatCache>,
     ) -> Result<RestoreReport, RestoreError> {
         let all_paths = result
             .output_dirs
@@ -108,7 +126,7 @@ impl DiskStore {
             dirs.ensure(dir)?;
             report.dirs += 1;
         }
-        let restore_one = |file: &OutputFile| self.restore_file(file, root, &dirs, memory);
+        let restore_one = |file: &OutputFile| self.restore_file(file, root, &dirs, memory, stamps);
         let bytes: Vec<u64> = if result.output_files.len() > 16 {
             self.pool.install(|| {
                 result.output_files.par_iter().map(restore_one).collect::<Result<_, _>>()
@@ -136,10 +154,11 @@ impl DiskStore {
         root: &Path,
         dirs: &SafeDirs<'_>,
         memory: Option<&MemoryEntry>,
+        stamps: Option<&StatCache>,
     ) -> Result<u64, RestoreError> {
         let parent = dirs.ensure_parent(&file.path)?;
         let target = root.join(&file.path);
-        if self.already_in_place(&target, file) {
+        if self.already_in_place(&target, file, stamps) {
             return Ok(0);
         }
         let in_memory = memory.and_then(|entry| entry.blob(&file.digest)).is_some();
@@ -241,11 +260,23 @@ impl DiskStore {
     /// Whether `target` already is `file`: a regular file of the same size and execute bit
     /// whose content hashes to the same digest. Then a restore leaves it alone (no rewrite, no
     /// new mtime), as when the outputs of a previous run are still there.
-    fn already_in_place(&self, target: &Path, file: &OutputFile) -> bool {
+    ///
+    /// With `stamps`, a file whose stamp (device, inode, size, times, mode) is recorded with
+    /// this digest is taken as is without reading it; one that hashes equal is recorded.
+    fn already_in_place(
+        &self,
+        target: &Path,
+        file: &OutputFile,
+        stamps: Option<&StatCache>,
+    ) -> bool {
         let Ok(metadata) = fs::symlink_metadata(target) else { return false };
         let executable = metadata.permissions().mode() & 0o111 != 0;
         if !metadata.is_file() || metadata.len() != file.size || executable != file.executable {
             return false;
+        }
+        let stamp = FileStamp::of(&metadata);
+        if stamps.and_then(|known| known.lookup(&file.path, &stamp)) == Some(file.digest) {
+            return true;
         }
         let Ok(opened) = fs::File::open(target) else { return false };
         let hashed = if file.size >= LARGE_FILE {
@@ -253,7 +284,11 @@ impl DiskStore {
         } else {
             hash_open_file(&opened, file.size)
         };
-        hashed.is_ok_and(|found| found == file.digest)
+        let same = hashed.is_ok_and(|found| found == file.digest);
+        if same && let Some(known) = stamps {
+            known.remember(&file.path, stamp, file.digest);
+        }
+        same
     }
 }
 

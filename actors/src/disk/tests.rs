@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::index::Event;
 use super::*;
-use crate::key_gen::{KeyManifest, hash_pool};
+use crate::key_gen::{FileStamp, KeyManifest, StatCache, hash_pool};
 use crate::result::{LogRef, OutputFile, OutputSymlink};
 
 pub(crate) fn manifest(task: &str) -> KeyManifest {
@@ -440,4 +440,38 @@ fn storing_again_repairs_a_damaged_blob() {
     store.put_file(&path).unwrap();
     assert_eq!(store.read_blob(&small_digest), BlobRead::Found(small));
     assert_eq!(store.read_blob(&large_digest), BlobRead::Found(large));
+}
+
+#[test]
+fn outputs_in_place_are_recognised_by_their_stamps() {
+    let (project, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = project.path();
+    let store = store(cache.path());
+    let (_, result) = put(&store, "build", &[("pkg/out.txt", b"fresh")]);
+    let digest = result.output_files[0].digest;
+    let target = root.join("pkg/out.txt");
+    let stamp_now = || FileStamp::of(&fs::symlink_metadata(&target).unwrap());
+    fs::create_dir_all(root.join("pkg")).unwrap();
+    fs::write(&target, "fresh").unwrap();
+
+    // Found in place by hashing: left alone, and its stamp remembered.
+    let stamps = StatCache::in_memory(Duration::ZERO);
+    let report = store.restore_outputs_with(&result, root, None, Some(&stamps)).unwrap();
+    assert_eq!((report.files, report.bytes), (1, 0));
+    assert_eq!(stamps.lookup("pkg/out.txt", &stamp_now()), Some(digest));
+
+    // A remembered stamp is trusted without reading the file (shown with a stamp recorded
+    // for other content of the same size).
+    fs::write(&target, "FRESH").unwrap();
+    stamps.remember("pkg/out.txt", stamp_now(), digest);
+    store.restore_outputs_with(&result, root, None, Some(&stamps)).unwrap();
+    assert_eq!(fs::read(&target).unwrap(), b"FRESH");
+
+    // A file replaced since (a new inode) no longer matches its remembered stamp: rewritten.
+    let temp = root.join("pkg/replacement");
+    fs::write(&temp, "FRESH").unwrap();
+    fs::rename(&temp, &target).unwrap();
+    let report = store.restore_outputs_with(&result, root, None, Some(&stamps)).unwrap();
+    assert_eq!(report.bytes, 5);
+    assert_eq!(fs::read(&target).unwrap(), b"fresh");
 }

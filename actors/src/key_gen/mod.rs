@@ -23,7 +23,7 @@ pub use inputs::HashCounts;
 pub(crate) use inputs::{InputSpec, outermost};
 pub use manifest::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};
 pub use request::KeyRequest;
-pub use stat_cache::StatCache;
+pub use stat_cache::{FileStamp, StatCache};
 
 use crate::Digest;
 
@@ -123,6 +123,9 @@ pub struct ActionKey {
     pub manifest: KeyManifest,
     /// How the input hashes were obtained.
     pub counts: HashCounts,
+    /// The stat cache of the project, so that a restore can skip hashing outputs whose
+    /// stamps it already knows.
+    pub stamps: Arc<StatCache>,
 }
 
 /// The synchronous key generator: a rayon pool plus per-project stat caches.
@@ -152,10 +155,11 @@ impl KeyEngine {
     /// Computes the key of `request`. Blocks the calling thread while the pool hashes; call it
     /// from a blocking context (the `KeyGen` actor does).
     pub fn compute(&self, request: &KeyRequest) -> Result<ActionKey, KeyError> {
+        let stamps = self.stat_cache(&request.project_root);
         let (inputs, counts) = match &request.cache_key {
             Some(key) => (InputPart::CacheKey(key.clone()), HashCounts::default()),
             None => {
-                let (files, counts) = self.hash_inputs(request)?;
+                let (files, counts) = self.hash_inputs(request, &stamps)?;
                 (InputPart::Files(files), counts)
             }
         };
@@ -178,10 +182,14 @@ impl KeyEngine {
             cuenv_version: env!("CARGO_PKG_VERSION").to_owned(),
             platform: platform(),
         };
-        Ok(ActionKey { digest: manifest.digest(), manifest, counts })
+        Ok(ActionKey { digest: manifest.digest(), manifest, counts, stamps })
     }
 
-    fn hash_inputs(&self, request: &KeyRequest) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
+    fn hash_inputs(
+        &self,
+        request: &KeyRequest,
+        stat_cache: &StatCache,
+    ) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
         let task = request.task_name.as_str();
         if inputs::join_normalised("", &request.working_dir).is_none() {
             return Err(KeyError::OutsideRoot {
@@ -191,13 +199,12 @@ impl KeyEngine {
         }
         let spec =
             InputSpec::compile(task, &request.working_dir, &request.inputs, &request.ignore)?;
-        let stat_cache = self.stat_cache(&request.project_root);
         let walk = inputs::Walk {
             task,
             root: &request.project_root,
             skip_dirs: &self.settings.skip_dirs,
             spec: &spec,
-            stat_cache: &stat_cache,
+            stat_cache,
             racy_window: self.settings.racy_window,
             now_ns: stat_cache::now_ns(),
             stat_cache_had_entries: !stat_cache.is_empty(),

@@ -192,7 +192,9 @@ impl Entries {
 }
 
 /// The stat cache of one project: in memory, persisted to one file under the cache dir.
-#[derive(Debug)]
+///
+/// Its paths are project-relative, the namespace of both input files and recorded outputs:
+/// a restore that finds an output already in place records its stamp here too.
 pub struct StatCache {
     file: Option<PathBuf>,
     /// How long a file must have been still before its hash is kept.
@@ -205,6 +207,16 @@ pub struct StatCache {
 pub(super) fn now_ns() -> i64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl std::fmt::Debug for StatCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatCache")
+            .field("file", &self.file)
+            .field("window", &self.window)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StatCache {
