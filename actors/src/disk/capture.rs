@@ -131,7 +131,7 @@ impl Walker<'_> {
                 .map_err(|source| CaptureError::Io { path: entry.path(), source })?;
             if metadata.is_dir() {
                 self.walk(&path, captured)?;
-            } else if self.in_literal_dir(&path) || self.spec.include.is_match(&path) {
+            } else if self.in_literal_dir(&path) || self.spec.includes(&path) {
                 captured.add(path, entry.path(), &metadata)?;
             }
         }

@@ -28,8 +28,11 @@ const PARALLEL_AT: usize = 256;
 
 /// Compiled input patterns of one task.
 pub(crate) struct InputSpec {
-    pub(crate) include: GlobSet,
-    pub(crate) ignore: GlobSet,
+    /// Globs of the form `dir/**` (everything below a literal directory), as `dir/` prefixes:
+    /// the commonest input pattern, matched without compiling a glob.
+    below: Vec<String>,
+    include: GlobSet,
+    ignore: GlobSet,
     /// Literal (glob-free) inputs: (pattern as written, path relative to the root).
     pub(crate) literals: Vec<(String, String)>,
     /// Directories to walk, relative to the root, none inside another.
@@ -89,13 +92,21 @@ impl InputSpec {
         ignore: &[String],
     ) -> Result<Self, KeyError> {
         let mut include = GlobSetBuilder::new();
+        let mut below = Vec::new();
         let mut literals = Vec::new();
         let mut bases = Vec::new();
         for pattern in inputs {
             let normalised = join_normalised(working_dir, pattern).ok_or_else(|| {
                 KeyError::OutsideRoot { task: task.to_owned(), pattern: pattern.clone() }
             })?;
-            if is_glob(&normalised) {
+            let everything_below = match normalised.strip_suffix("**") {
+                Some(dir) if (dir.is_empty() || dir.ends_with('/')) && !is_glob(dir) => Some(dir),
+                _ => None,
+            };
+            if let Some(dir) = everything_below {
+                below.push(dir.to_owned());
+                bases.push(dir.trim_end_matches('/').to_owned());
+            } else if is_glob(&normalised) {
                 include.add(glob(task, pattern, &normalised)?);
                 bases.push(literal_base(&normalised));
             } else {
@@ -118,7 +129,17 @@ impl InputSpec {
                 message: error.to_string(),
             })
         };
-        Ok(InputSpec { include: build(include)?, ignore: build(ignored)?, literals, bases })
+        Ok(InputSpec { below, include: build(include)?, ignore: build(ignored)?, literals, bases })
+    }
+
+    /// Whether an input glob matches `path` (relative to the root).
+    pub(crate) fn includes(&self, path: &str) -> bool {
+        self.below.iter().any(|dir| path.starts_with(dir.as_str())) || self.include.is_match(path)
+    }
+
+    /// Whether an ignore glob matches `path` (relative to the root).
+    pub(crate) fn ignores(&self, path: &str) -> bool {
+        !self.ignore.is_empty() && self.ignore.is_match(path)
     }
 }
 
@@ -190,7 +211,7 @@ impl Walk<'_> {
                 // A literal directory stands for every file below it.
                 bases.push(path.clone());
                 literal_dirs.push(path.clone());
-            } else if !self.spec.ignore.is_match(path) {
+            } else if !self.spec.ignores(path) {
                 literal_files.push((path.clone(), absolute));
             }
         }
@@ -240,7 +261,7 @@ impl Walk<'_> {
             dir.is_empty()
                 || (path.starts_with(dir.as_str()) && path.as_bytes().get(dir.len()) == Some(&b'/'))
         });
-        (in_literal_dir || self.spec.include.is_match(path)) && !self.spec.ignore.is_match(path)
+        (in_literal_dir || self.spec.includes(path)) && !self.spec.ignores(path)
     }
 
     /// Lists the files under `base` that the inputs want (files and symlinks; `.git` and the

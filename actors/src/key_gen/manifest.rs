@@ -107,10 +107,13 @@ impl KeyManifest {
     pub fn digest(&self) -> Digest {
         let mut hasher = blake3::Hasher::new();
         hasher.update(DIGEST_DOMAIN);
-        // Serialising plain data (strings, integers, maps, vectors) into a Vec cannot fail.
-        let encoded = postcard::to_allocvec(self).unwrap_or_default();
-        hasher.update(&encoded);
-        hasher.finalize().into()
+        // The encoding streams into the hasher (no buffer the size of the manifest). Encoding
+        // plain data (strings, integers, maps, vectors) cannot fail.
+        let streamed = HashingFlavor { hasher, buffer: [0; 256], len: 0 };
+        match postcard::serialize_with_flavor(self, streamed) {
+            Ok(hasher) => hasher.finalize().into(),
+            Err(_) => Digest::of(DIGEST_DOMAIN),
+        }
     }
 
     /// The input files, or an empty slice when a `cacheKey` replaced them.
@@ -122,7 +125,79 @@ impl KeyManifest {
     }
 }
 
+/// A postcard output that feeds blake3, through a small buffer so that the many one-byte
+/// writes of an encoding (lengths, tags) do not each cost a hasher update.
+struct HashingFlavor {
+    hasher: blake3::Hasher,
+    buffer: [u8; 256],
+    len: usize,
+}
+
+impl HashingFlavor {
+    fn drain(&mut self) {
+        self.hasher.update(&self.buffer[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl postcard::ser_flavors::Flavor for HashingFlavor {
+    type Output = blake3::Hasher;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.len == self.buffer.len() {
+            self.drain();
+        }
+        self.buffer[self.len] = byte;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if self.len + bytes.len() > self.buffer.len() {
+            self.drain();
+        }
+        if bytes.len() >= self.buffer.len() {
+            self.hasher.update(bytes);
+        } else {
+            self.buffer[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<blake3::Hasher> {
+        self.drain();
+        Ok(self.hasher)
+    }
+}
+
 /// `os-arch` of this build.
 pub fn platform() -> String {
     format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_streamed_digest_is_the_digest_of_the_whole_encoding() {
+        let mut manifest = KeyManifest::for_command("build", "make all");
+        // Paths of every length around the buffer size, so writes straddle its edge.
+        let files = (0..600)
+            .map(|index| InputFile {
+                path: "p".repeat(index % 300),
+                kind: InputKind::File,
+                hash: Digest::of(&index.to_le_bytes()),
+                size: index as u64,
+            })
+            .collect();
+        manifest.inputs = InputPart::Files(files);
+        manifest.command = "c".repeat(1000);
+        for manifest in [KeyManifest::for_command("t", ""), manifest] {
+            let mut whole = DIGEST_DOMAIN.to_vec();
+            whole.extend(postcard::to_allocvec(&manifest).unwrap());
+            assert_eq!(manifest.digest(), Digest::of(&whole));
+        }
+    }
 }

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -141,8 +142,27 @@ impl Loaded {
         (stamp.mtime_ns.max(stamp.ctime_ns) < self.written_at_ns).then_some(Entry { stamp, hash })
     }
 
+    /// Keys are FNV hashes, spread evenly over `u64`, so a key's record lies near
+    /// `key / 2^64 * len`: a small window around that guess is bracketed first (widened until it
+    /// holds the key's place), then searched, which touches a few neighbouring cache lines
+    /// instead of a dozen scattered ones.
     fn get(&self, key: u64) -> Option<Entry> {
-        let (mut low, mut high) = (0, self.len());
+        let len = self.len();
+        if len == 0 {
+            return None;
+        }
+        let guess = ((u128::from(key) * len as u128) >> 64) as usize;
+        let mut span = 8;
+        let (mut low, mut high) = loop {
+            let low = guess.saturating_sub(span);
+            let high = guess.saturating_add(span).saturating_add(1).min(len);
+            let from_below = low == 0 || self.key(low) <= key;
+            let from_above = high == len || self.key(high - 1) >= key;
+            if from_below && from_above {
+                break (low, high);
+            }
+            span = span.saturating_mul(8);
+        };
         while low < high {
             let middle = low + (high - low) / 2;
             match self.key(middle).cmp(&key) {
@@ -167,15 +187,37 @@ enum Damage {
 struct Entries {
     loaded: Loaded,
     /// Recorded (`Some`) or dropped (`None`) since the load.
-    changed: HashMap<u64, Option<Entry>>,
+    changed: HashMap<u64, Option<Entry>, BuildHasherDefault<KeyHasher>>,
+}
+
+/// Hashes a key that is itself a hash: the identity.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 impl Entries {
     fn get(&self, key: u64) -> Option<Entry> {
-        match self.changed.get(&key) {
-            Some(changed) => *changed,
-            None => self.loaded.get(key),
+        if !self.changed.is_empty()
+            && let Some(changed) = self.changed.get(&key)
+        {
+            return *changed;
         }
+        self.loaded.get(key)
     }
 
     /// Every live entry, sorted by key.
@@ -247,7 +289,7 @@ impl StatCache {
         StatCache {
             file: Some(file),
             window,
-            entries: RwLock::new(Entries { loaded, changed: HashMap::new() }),
+            entries: RwLock::new(Entries { loaded, changed: HashMap::default() }),
             dirty: AtomicBool::new(false),
         }
     }
@@ -402,6 +444,41 @@ mod tests {
         let cache = StatCache::load(file, Duration::from_secs(1));
         assert_eq!(cache.lookup("before", &stamp(10, 20)), Some(hash));
         assert_eq!(cache.len(), 1);
+    }
+
+    /// Loads records with exactly `keys` (sorted) and checks that each is found and that keys
+    /// between them are not.
+    fn every_key_found(mut keys: Vec<u64>) {
+        keys.sort_unstable();
+        keys.dedup();
+        let hash = Digest::of(b"x");
+        let entries: Vec<(u64, Entry)> =
+            keys.iter().map(|key| (*key, Entry { stamp: stamp(10, 20), hash })).collect();
+        let bytes = envelope::seal(MAGIC, VERSION, &encode(50, &entries));
+        let loaded = match Loaded::new(bytes) {
+            Ok(loaded) => loaded,
+            Err(_) => panic!("records rejected"),
+        };
+        for key in &keys {
+            assert!(loaded.get(*key).is_some(), "key {key:#x} of {} not found", keys.len());
+            for absent in [key.wrapping_add(1), key.wrapping_sub(1)] {
+                if keys.binary_search(&absent).is_err() {
+                    assert!(loaded.get(absent).is_none(), "absent key {absent:#x} found");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_find_every_record_however_the_keys_are_spread() {
+        // Path keys, spread evenly.
+        every_key_found((0..5000).map(|index| key_of(&format!("pkg/src/{index}.txt"))).collect());
+        // Bunched at either end and in the middle: the first guess is far off.
+        every_key_found((0..3000).map(|index| index * 7).collect());
+        every_key_found((0..3000).map(|index| u64::MAX - index * 3).collect());
+        every_key_found((0..3000).map(|index| (1 << 63) + index).chain([0, u64::MAX]).collect());
+        every_key_found(vec![42]);
+        every_key_found(Vec::new());
     }
 
     #[test]

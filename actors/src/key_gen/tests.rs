@@ -388,3 +388,29 @@ fn many_inputs_take_the_parallel_walk_and_give_the_same_answer() {
     // And the parallel walk is deterministic.
     assert_eq!(key(&engine, &request).digest, computed.digest);
 }
+
+#[test]
+fn everything_below_a_directory_matches_as_the_glob_does() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in
+        ["pkg/src/a.rs", "pkg/src/.hidden", "pkg/src/deep/b.rs", "pkg/src2/c.rs", "pkg/srcx"]
+    {
+        write(dir.path(), path, path);
+    }
+    let mut request = request(dir.path());
+    request.working_dir = "pkg".into();
+    let engine = engine();
+    let paths = |request: &KeyRequest| -> Vec<String> {
+        key(&engine, request).manifest.input_files().iter().map(|f| f.path.clone()).collect()
+    };
+    // `src/**` is matched as a prefix; `src/**/*` goes through the glob matcher.
+    request.inputs = vec!["src/**".into()];
+    let below = paths(&request);
+    assert_eq!(below, ["pkg/src/.hidden", "pkg/src/a.rs", "pkg/src/deep/b.rs"]);
+    request.inputs = vec!["src/**/*".into()];
+    assert_eq!(paths(&request), below);
+    request.inputs = vec!["../pkg/src/**".into()];
+    assert_eq!(paths(&request), below);
+    request.inputs = vec!["**".into()];
+    assert_eq!(paths(&request).len(), 5);
+}
