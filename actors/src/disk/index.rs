@@ -99,7 +99,11 @@ impl Journal {
         let mut journal = OpenOptions::new().create(true).append(true).open(layout.journal())?;
         journal.write_all(&frames)?;
         let size = journal.metadata()?.len();
-        write_usage(layout, read_usage(layout).saturating_add(added))?;
+        // Hits only append access events; the usage file (a new inode each time it is
+        // replaced) is rewritten only when bytes were added.
+        if added > 0 {
+            write_usage(layout, read_usage(layout).saturating_add(added))?;
+        }
         drop(lock);
         Ok(size)
     }

@@ -9,7 +9,8 @@
 mod actor;
 
 use std::fs::{self, OpenOptions};
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -167,18 +168,53 @@ impl StatsStore {
             .write(true)
             .open(self.dir.join(".lock"))?;
         lock.lock()?;
-        let mut total = self.read_bucket(&self.bucket(day));
+        let path = self.bucket(day);
+        // The day's bucket is created whole (temp file and rename), then updated in place: one
+        // small write at offset 0, padded with JSON whitespace to cover the old text, so a run
+        // does not replace a file (a new inode) just to count its hits. Readers take the lock.
+        let mut existing = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => Some(file),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        };
+        let mut old = Vec::new();
+        if let Some(file) = &mut existing {
+            file.read_to_end(&mut old)?;
+        }
+        let mut total = match existing {
+            Some(_) => self.parse_bucket(&path, &old),
+            None => Counters::default(),
+        };
         total.add(delta);
-        let bytes = serde_json::to_vec_pretty(&total).map_err(io::Error::other)?;
-        fsio::write_atomic(&self.bucket(day), &bytes, false)
+        let mut bytes = serde_json::to_vec_pretty(&total).map_err(io::Error::other)?;
+        match existing {
+            // Still in place (not set aside as damaged): overwrite it.
+            Some(file) if path.exists() => {
+                if bytes.len() < old.len() {
+                    bytes.resize(old.len(), b' ');
+                }
+                file.write_all_at(&bytes, 0)
+            }
+            _ => fsio::write_atomic(&path, &bytes, false),
+        }
+    }
+
+    /// Takes the shared lock for reading buckets, when any writer ever made the lock file.
+    fn read_lock(&self) -> Option<fs::File> {
+        let lock = fs::File::open(self.dir.join(".lock")).ok()?;
+        lock.lock_shared().ok()?;
+        Some(lock)
     }
 
     fn read_bucket(&self, path: &Path) -> Counters {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(_) => return Counters::default(),
-        };
-        match serde_json::from_slice(&bytes) {
+        match fs::read(path) {
+            Ok(bytes) => self.parse_bucket(path, &bytes),
+            Err(_) => Counters::default(),
+        }
+    }
+
+    fn parse_bucket(&self, path: &Path, bytes: &[u8]) -> Counters {
+        match serde_json::from_slice(bytes) {
             Ok(counters) => counters,
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "statistics bucket is damaged; setting it aside");
@@ -191,6 +227,7 @@ impl StatsStore {
     /// Every bucket, oldest first, as (day, counters).
     pub fn days(&self) -> Vec<(String, Counters)> {
         let Ok(entries) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let _lock = self.read_lock();
         let mut days: Vec<(String, Counters)> = entries
             .flatten()
             .filter_map(|entry| {
@@ -262,6 +299,29 @@ mod tests {
         assert!((days[0].1.hit_rate() - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(first.prune_before("2026-11-02"), 1);
         assert_eq!(first.days().len(), 1);
+    }
+
+    #[test]
+    fn a_bucket_is_updated_in_place_and_a_shorter_text_is_padded() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StatsStore::new(dir.path());
+        let path = dir.path().join("2026-11-04.json");
+        // A bucket written more verbosely than the writer would: the update is shorter.
+        let verbose = format!("{{ \"lookups\": 7,{} \"hits_disk\": 7 }}", " ".repeat(4000));
+        fs::write(&path, verbose).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let delta = Counters { lookups: 1, ..Counters::default() };
+        store.merge("2026-11-04", &delta).unwrap();
+        store.merge("2026-11-04", &delta).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(
+            store.days(),
+            [(
+                "2026-11-04".to_owned(),
+                Counters { lookups: 9, hits_disk: 7, ..Counters::default() }
+            )]
+        );
     }
 
     #[test]
