@@ -1,8 +1,9 @@
 //! Cache statistics: counters, and their persistence in daily buckets under the cache dir.
 //!
 //! Each process accumulates its own counters and merges them into the bucket of the day (UTC)
-//! under a lock, so several processes sharing a cache dir add up instead of overwriting each
-//! other, and `cache stats` in another process reads the sum. Buckets older than the retention
+//! under a lock (readers take it shared), so several processes sharing a cache dir add up
+//! instead of overwriting each other, and `cache stats` in another process reads the sum. A
+//! bucket is created whole and then updated in place. Buckets older than the retention
 //! window are pruned. A damaged bucket is set aside with one warning and counting restarts; it
 //! never fails a run.
 
