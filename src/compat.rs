@@ -6,7 +6,8 @@
 //! synthetic task ([`LEGACY_TASK`], command = the key, no inputs, this build's version and
 //! platform), whose digest names the record, so the disk store's check that a record's manifest
 //! digest equals its name holds, and `cache gc`, eviction and statistics see legacy entries like
-//! any other. Standard output and error are logs (inline when small, blobs otherwise); the
+//! any other. It is written by the disk tier's store path, so standard output and error are
+//! logs (inline when small, blobs otherwise) as for any task; the
 //! legacy `output_files` map (path → content hash), the caller's `cache_key` and whether each
 //! log was present are kept in [`ActionResult::metadata`]; `executed_at` is
 //! `executed_at_ms` (millisecond precision).
@@ -34,9 +35,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cuenv_actors::Digest;
+use cuenv_actors::disk::{StoreOutcome, StoreRequest};
 use cuenv_actors::key_gen::KeyManifest;
-use cuenv_actors::memory::{MemoryEntry, SMALL_BLOB};
-use cuenv_actors::result::{ActionResult, LogRef};
+use cuenv_actors::memory::MemoryEntry;
+use cuenv_actors::result::Log;
 use cuenv_actors::stats::Counters;
 
 use crate::config::{CacheMode, GlobalCacheConfig};
@@ -327,31 +329,6 @@ async fn get(enhanced: &EnhancedCacheManager, cache_key: &str) -> Option<CachedT
     })
 }
 
-/// Logs and their blobs as a record holds them.
-#[derive(Default)]
-struct Logs {
-    /// Blobs for the disk store (logs at or over the inline threshold).
-    blobs: Vec<Vec<u8>>,
-    /// The small ones again, for the memory-tier entry.
-    small: Vec<(Digest, Arc<[u8]>)>,
-}
-
-impl Logs {
-    fn log_ref(&mut self, bytes: Option<Vec<u8>>, inline_threshold: u64) -> LogRef {
-        let bytes = bytes.unwrap_or_default();
-        let size = bytes.len() as u64;
-        if size < inline_threshold {
-            return LogRef::Inline(bytes);
-        }
-        let digest = Digest::of(&bytes);
-        if size <= SMALL_BLOB {
-            self.small.push((digest, Arc::from(bytes.as_slice())));
-        }
-        self.blobs.push(bytes);
-        LogRef::Blob { digest, size }
-    }
-}
-
 async fn store(
     enhanced: &EnhancedCacheManager,
     cache_key: &str,
@@ -359,7 +336,6 @@ async fn store(
 ) -> Result<(), Error> {
     let manifest = legacy_manifest(cache_key);
     let digest = manifest.digest();
-    let threshold = enhanced.config().storage.inline_threshold;
     let mut metadata = BTreeMap::new();
     let output_files = serde_json::to_string(&result.output_files)
         .map_err(|error| runtime_error(format!("encoding output files: {error}")))?;
@@ -367,23 +343,25 @@ async fn store(
     metadata.insert(META_CACHE_KEY.to_owned(), result.cache_key);
     metadata.insert(META_HAS_STDOUT.to_owned(), result.stdout.is_some().to_string());
     metadata.insert(META_HAS_STDERR.to_owned(), result.stderr.is_some().to_string());
-    let mut logs = Logs::default();
-    let action = ActionResult {
+    // The disk tier's own store path: logs inline or as blobs by its threshold, no outputs
+    // (the synthetic manifest declares none, so nothing is read from `project_root`).
+    let request = StoreRequest {
+        digest,
+        manifest,
+        project_root: PathBuf::new(),
         exit_code: result.exit_code,
-        stdout: logs.log_ref(result.stdout, threshold),
-        stderr: logs.log_ref(result.stderr, threshold),
-        output_files: Vec::new(),
-        output_dirs: Vec::new(),
-        output_symlinks: Vec::new(),
+        stdout: Log::Bytes(result.stdout.unwrap_or_default()),
+        stderr: Log::Bytes(result.stderr.unwrap_or_default()),
         executed_at_ms: millis_since_epoch(result.executed_at),
         duration_ms: 0,
-        manifest,
+        max_size: None,
         metadata,
+        remember_as: None,
     };
-    let bytes = action.content_size();
-    let entry = Arc::new(MemoryEntry { result: Arc::new(action.clone()), blobs: logs.small });
     let runtime = enhanced.runtime();
-    runtime.disk().import(digest, logs.blobs, action).await?;
+    let StoreOutcome::Stored { entry, bytes } = runtime.disk().store_result(request).await? else {
+        return Err(runtime_error("a legacy result without a size limit was refused".to_owned()));
+    };
     // Replaces an entry an earlier get or store left in memory, which would now be stale.
     runtime.memory().insert(digest, entry).await?;
     runtime.stats().record(Counters { writes: 1, bytes_written: bytes, ..Counters::default() });

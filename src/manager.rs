@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cuenv_actors::disk::{
     DiskLookup, DiskSettings, RestoreTarget, StoreOutcome, StoreRequest, now_ms,
 };
-use cuenv_actors::key_gen::{ActionKey, KeyGenSettings, KeyManifest};
+use cuenv_actors::key_gen::{ActionKey, KeyManifest};
 use cuenv_actors::memory::MemoryEntry;
 use cuenv_actors::remote::RemoteSettings;
 use cuenv_actors::result::{ActionResult, TaskOutput};
@@ -32,7 +33,6 @@ use crate::gate::WorkGate;
 use crate::key::{TaskInvocation, key_request};
 use crate::single_flight::{Join, SingleFlight};
 use crate::task::TaskConfig;
-use std::sync::{Arc, Mutex};
 
 /// How long a process waits for another process executing the same action before it executes
 /// itself, when the task sets no `cacheConfig.timeout`.
@@ -369,10 +369,10 @@ impl EnhancedCacheManager {
 
     /// The logs of a result: `(stdout, stderr)`, or `None` if a log blob is gone.
     pub async fn logs(&self, entry: &Arc<MemoryEntry>) -> Option<(Vec<u8>, Vec<u8>)> {
-        let (out, err) = (entry.log(&entry.result.stdout), entry.log(&entry.result.stderr));
-        if let (Some(out), Some(err)) = (&out, &err) {
-            return Some((out.clone(), err.clone()));
-        }
+        let (out, err) = match (entry.log(&entry.result.stdout), entry.log(&entry.result.stderr)) {
+            (Some(out), Some(err)) => return Some((out, err)),
+            missing => missing,
+        };
         let store = Arc::clone(self.inner.runtime.disk().store());
         let entry = Arc::clone(entry);
         tokio::task::spawn_blocking(move || {
@@ -673,7 +673,6 @@ fn runtime_settings(
         inline_threshold: config.storage.inline_threshold,
     };
     let mut settings = RuntimeSettings::new(disk);
-    settings.key_gen = KeyGenSettings::default();
     settings.persist = flags.persistent_storage_enabled;
     settings.memory_capacity = config.storage.memory_capacity;
     settings.stats_retention_days = config.stats_retention_days;

@@ -74,6 +74,23 @@ pub fn rename_creating_parent(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens (creating it if needed) the lock file at `path` and takes its whole-file lock,
+/// exclusive or shared, waiting for it. Dropping the returned file releases the lock.
+pub fn lock_file(path: &Path, exclusive: bool) -> io::Result<File> {
+    let file = open_lock_file(path)?;
+    if exclusive {
+        file.lock()?
+    } else {
+        file.lock_shared()?
+    }
+    Ok(file)
+}
+
+/// Opens (creating it if needed) a lock file for writing, keeping its content.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).truncate(false).write(true).open(path)
+}
+
 /// Whether `name` is one of our temp files.
 pub fn is_temp_name(name: &str) -> bool {
     name.ends_with(TEMP_SUFFIX)

@@ -20,7 +20,6 @@
 //! Every arrow into an actor is a bounded mailbox; every answer is a oneshot. The
 //! actor-to-actor edges are RemoteSync → Stats (`try_send`, never waits) and Stats → DiskTier;
 //! nothing flows back along either, so bounded channels never form a cycle.
-//!
 
 mod actor;
 pub mod digest;

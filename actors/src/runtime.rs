@@ -6,10 +6,10 @@
 //! [`Runtime::shutdown`] stops the actors in dependency order: KeyGen (its stat caches are
 //! handed to DiskTier first), MemoryTier, RemoteSync (pending uploads get a bounded wait),
 //! Stats (which flushes through DiskTier), and DiskTier last (which finishes its jobs and
-//! flushes its journal). Each actor, on its `Shutdown` message, closes its mailbox (later sends fail with `ActorGone`), handles what was already
-//! queued, and answers. Then every task is joined. Dropping the runtime without `shutdown`
-//! closes the mailboxes instead; actors then flush and exit on their own, and every write that
-//! was acknowledged is already on disk.
+//! flushes its journal). Each actor, on its `Shutdown` message, closes its mailbox (later sends
+//! fail with `ActorGone`), handles what was already queued, and answers. Then every task is
+//! joined. Dropping the runtime without `shutdown` closes the mailboxes instead; actors then
+//! flush and exit on their own, and every write that was acknowledged is already on disk.
 
 use std::sync::Mutex;
 use std::time::Duration;

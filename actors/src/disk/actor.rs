@@ -119,12 +119,6 @@ enum DiskMessage {
         request: Box<StoreRequest>,
         reply: oneshot::Sender<Result<StoreOutcome, Error>>,
     },
-    Import {
-        digest: Digest,
-        blobs: Vec<Vec<u8>>,
-        result: Box<ActionResult>,
-        reply: oneshot::Sender<io::Result<()>>,
-    },
     Restore {
         entry: Arc<MemoryEntry>,
         target: RestoreTarget,
@@ -224,18 +218,6 @@ impl DiskHandle {
     pub async fn store_result(&self, request: StoreRequest) -> Result<StoreOutcome, Error> {
         let request = Box::new(request);
         call(&self.mailbox, NAME, |reply| DiskMessage::Store { request, reply }).await?
-    }
-
-    /// Stores blobs fetched from elsewhere (the remote), then `result` as the record of `digest`.
-    pub async fn import(
-        &self,
-        digest: Digest,
-        blobs: Vec<Vec<u8>>,
-        result: ActionResult,
-    ) -> Result<(), Error> {
-        let result = Box::new(result);
-        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Import { digest, blobs, result, reply })
-            .await??)
     }
 
     /// Restores the outputs of `entry` into `target`.
@@ -372,12 +354,7 @@ impl DiskActor {
                 self.spawn_job(move |store| {
                     let found = lookup(store, &digest);
                     let restored = match &found {
-                        DiskLookup::Hit(entry) => Some(store.restore_outputs_with(
-                            &entry.result,
-                            &target.root,
-                            Some(entry),
-                            target.stamps.as_deref(),
-                        )),
+                        DiskLookup::Hit(entry) => Some(store.restore_entry(entry, &target)),
                         DiskLookup::Miss | DiskLookup::Corrupt { .. } => None,
                     };
                     let _ = reply.send((found, restored));
@@ -388,18 +365,8 @@ impl DiskActor {
                 // After the reply: the caller does not wait for eviction.
                 store.evict_if_over_limit();
             }),
-            DiskMessage::Import { digest, blobs, result, reply } => self.spawn_job(move |store| {
-                let imported = blobs.iter().try_for_each(|blob| store.put_bytes(blob).map(drop));
-                let _ = reply
-                    .send(imported.and_then(|()| store.put_record(&digest, &result).map(drop)));
-            }),
             DiskMessage::Restore { entry, target, reply } => self.spawn_job(move |store| {
-                let _ = reply.send(store.restore_outputs_with(
-                    &entry.result,
-                    &target.root,
-                    Some(&entry),
-                    target.stamps.as_deref(),
-                ));
+                let _ = reply.send(store.restore_entry(&entry, &target));
             }),
             DiskMessage::Lock { digest, timeout, reply } => {
                 let store = Arc::clone(&self.store);
@@ -424,9 +391,9 @@ impl DiskActor {
                     let _ = reply.send(merged);
                 })
             }
-            DiskMessage::Last { project_id, task, reply } => {
-                let _ = reply.send(self.store.last(&project_id, &task));
-            }
+            DiskMessage::Last { project_id, task, reply } => self.spawn_job(move |store| {
+                let _ = reply.send(store.last(&project_id, &task));
+            }),
             DiskMessage::Flush { reply } => self.spawn_job(move |store| {
                 let _ = reply.send(store.flush());
             }),
@@ -488,19 +455,22 @@ fn collect_and_store(store: &DiskStore, request: StoreRequest) -> Result<StoreOu
         &manifest.working_dir,
         &manifest.outputs,
     )?;
-    let log_size = |log: &Log| match log {
-        Log::Bytes(bytes) => bytes.len() as u64,
-        Log::File(path) | Log::Spilled(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
-    };
-    let outputs_size: u64 = captured
-        .files
-        .iter()
-        .filter_map(|(_, path, _)| std::fs::metadata(path).ok())
-        .map(|m| m.len())
-        .sum();
-    let size = outputs_size + log_size(&request.stdout) + log_size(&request.stderr);
-    if let Some(limit) = request.max_size.filter(|limit| size > *limit) {
-        return Ok(StoreOutcome::TooLarge { size, limit });
+    // Sized only for a task with a `maxSize` (a stat per output, before anything is stored).
+    if let Some(limit) = request.max_size {
+        let log_size = |log: &Log| match log {
+            Log::Bytes(bytes) => bytes.len() as u64,
+            Log::File(path) | Log::Spilled(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+        };
+        let outputs_size: u64 = captured
+            .files
+            .iter()
+            .filter_map(|(_, path, _)| std::fs::metadata(path).ok())
+            .map(|m| m.len())
+            .sum();
+        let size = outputs_size + log_size(&request.stdout) + log_size(&request.stderr);
+        if size > limit {
+            return Ok(StoreOutcome::TooLarge { size, limit });
+        }
     }
     let output_files = store.store_outputs(&captured)?;
     let log = |log: Log| -> io::Result<LogRef> {

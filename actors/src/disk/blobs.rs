@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::DiskStore;
-use crate::key_gen::{LARGE_FILE, hash_open_file};
+use crate::key_gen::{LARGE_FILE, hash_open_file, hash_open_file_on};
 use crate::result::LogRef;
 use crate::{Digest, fsio};
 
@@ -173,13 +173,7 @@ impl DiskStore {
     /// removes files only under the exclusive lock and re-checks each blob's age first, so a
     /// blob a writer just reused (touched) is never removed. Dropping the file unlocks.
     fn blob_guard(&self) -> io::Result<File> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.layout.gc_lock())?;
-        file.lock_shared()?;
-        Ok(file)
+        fsio::lock_file(&self.layout.gc_lock(), false)
     }
 
     /// Whether a blob is already stored intact under `digest`: then it is touched (so gc's
@@ -188,15 +182,8 @@ impl DiskStore {
     /// replaces it with the good bytes it has in hand.
     fn existing_is_intact(&self, target: &Path, digest: &Digest, len: u64) -> bool {
         let Ok(file) = File::open(target) else { return false };
-        let hash = || {
-            if len >= LARGE_FILE {
-                self.pool.install(|| hash_open_file(&file, len))
-            } else {
-                hash_open_file(&file, len)
-            }
-        };
         let intact = file.metadata().is_ok_and(|metadata| metadata.len() == len)
-            && hash().is_ok_and(|found| found == *digest);
+            && hash_open_file_on(&self.pool, &file, len).is_ok_and(|found| found == *digest);
         if !intact {
             tracing::debug!(path = %target.display(), "replacing a damaged blob");
             return false;

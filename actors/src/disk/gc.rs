@@ -247,10 +247,7 @@ fn remove_broken(
 }
 
 fn lock_removals(layout: &Layout) -> io::Result<fs::File> {
-    let file =
-        fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout.gc_lock())?;
-    file.lock()?;
-    Ok(file)
+    fsio::lock_file(&layout.gc_lock(), true)
 }
 
 /// The age of a file now (not as scanned): a writer may have touched it since.

@@ -111,10 +111,7 @@ impl Journal {
 
 /// Takes the exclusive lock on `index.lock`; dropping the file releases it.
 pub(super) fn lock_index(layout: &Layout) -> io::Result<File> {
-    let file =
-        OpenOptions::new().create(true).truncate(false).write(true).open(layout.index_lock())?;
-    file.lock()?;
-    Ok(file)
+    fsio::lock_file(&layout.index_lock(), true)
 }
 
 fn encode_frame(event: &Event, out: &mut Vec<u8>) {

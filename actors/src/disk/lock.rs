@@ -7,13 +7,13 @@
 //! lock creates and removes no file. The OS releases a crashed holder's lock; two digests that
 //! share an offset only wait for each other, which is harmless.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::layout::Layout;
-use crate::Digest;
+use crate::{Digest, fsio};
 
 /// A held lock on one digest; dropping it (closing its file) releases the lock.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub(super) fn acquire(
     timeout: Duration,
 ) -> io::Result<Option<DigestLock>> {
     let path = layout.locks().join("digests");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let file = fsio::open_lock_file(&path)?;
     let at = offset(digest);
     let started = Instant::now();
     let mut pause = Duration::from_millis(2);

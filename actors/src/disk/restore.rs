@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::DiskStore;
 use super::blobs::CopyOut;
 use crate::fsio;
-use crate::key_gen::{FileStamp, LARGE_FILE, StatCache, hash_open_file};
+use crate::key_gen::{FileStamp, LARGE_FILE, StatCache, hash_open_file, hash_open_file_on};
 use crate::memory::MemoryEntry;
 use crate::result::{ActionResult, OutputFile};
 
@@ -148,6 +148,21 @@ impl DiskStore {
         Ok(report)
     }
 
+    /// Restores a memory-tier entry's result into `target`, with its small blobs and the
+    /// target's stamps.
+    pub fn restore_entry(
+        &self,
+        entry: &MemoryEntry,
+        target: &RestoreTarget,
+    ) -> Result<RestoreReport, RestoreError> {
+        self.restore_outputs_with(
+            &entry.result,
+            &target.root,
+            Some(entry),
+            target.stamps.as_deref(),
+        )
+    }
+
     fn restore_file(
         &self,
         file: &OutputFile,
@@ -161,13 +176,13 @@ impl DiskStore {
         if self.already_in_place(&target, file, stamps) {
             return Ok(0);
         }
-        let in_memory = memory.and_then(|entry| entry.blob(&file.digest)).is_some();
-        if file.size >= LARGE_FILE && !in_memory {
+        let in_memory = memory.and_then(|entry| entry.blob(&file.digest));
+        if file.size >= LARGE_FILE && in_memory.is_none() {
             return self.restore_large(file, &parent, &target);
         }
         // Read and verify first, so nothing is written for a damaged blob; then one write.
         let written = SMALL_BUFFER.with_borrow_mut(|buffer| {
-            let bytes: &[u8] = match memory.and_then(|entry| entry.blob(&file.digest)) {
+            let bytes: &[u8] = match in_memory {
                 Some(bytes) => bytes,
                 None => {
                     self.read_verified(&file.digest, buffer)?;
@@ -190,16 +205,16 @@ thread_local! {
     static SMALL_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The mode of a restored file.
+fn mode(executable: bool) -> fs::Permissions {
+    fs::Permissions::from_mode(if executable { 0o755 } else { 0o644 })
+}
+
 /// Writes `bytes` as a temp file in `parent`, sets its mode, and renames it over `target`.
 fn write_new_file(parent: &Path, target: &Path, bytes: &[u8], executable: bool) -> io::Result<()> {
     let (mut temp_file, temp) = fsio::create_temp(parent, "out")?;
-    let written = temp_file.write_all(bytes).and_then(|()| {
-        temp_file.set_permissions(fs::Permissions::from_mode(if executable {
-            0o755
-        } else {
-            0o644
-        }))
-    });
+    let written =
+        temp_file.write_all(bytes).and_then(|()| temp_file.set_permissions(mode(executable)));
     drop(temp_file);
     let done = written.and_then(|()| replace(&temp, target));
     if done.is_err() {
@@ -233,8 +248,7 @@ impl DiskStore {
         let io_error = |source| RestoreError::Io { path: target.to_owned(), source };
         let outcome = match (verified, copied) {
             (Ok(found), Ok(len)) if found == file.digest && len == file.size => {
-                let mode = if file.executable { 0o755 } else { 0o644 };
-                fs::set_permissions(&temp, fs::Permissions::from_mode(mode))
+                fs::set_permissions(&temp, mode(file.executable))
                     .and_then(|()| replace(&temp, target))
                     .map(|()| len)
                     .map_err(io_error)
@@ -279,12 +293,8 @@ impl DiskStore {
             return true;
         }
         let Ok(opened) = fs::File::open(target) else { return false };
-        let hashed = if file.size >= LARGE_FILE {
-            self.pool.install(|| hash_open_file(&opened, file.size))
-        } else {
-            hash_open_file(&opened, file.size)
-        };
-        let same = hashed.is_ok_and(|found| found == file.digest);
+        let same = hash_open_file_on(&self.pool, &opened, file.size)
+            .is_ok_and(|found| found == file.digest);
         if same && let Some(known) = stamps {
             known.remember(&file.path, stamp, file.digest);
         }

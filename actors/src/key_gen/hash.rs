@@ -39,6 +39,16 @@ pub fn hash_open_file(file: &File, len: u64) -> io::Result<Digest> {
     Ok(merge_subtrees_root(&left_cv?, &right_cv?, Mode::Hash).into())
 }
 
+/// [`hash_open_file`] with a large file's tree hashed on `pool` (a no-op hop when already on
+/// it), and a small file hashed right here, without waking the pool.
+pub fn hash_open_file_on(pool: &rayon::ThreadPool, file: &File, len: u64) -> io::Result<Digest> {
+    if len < LARGE_FILE {
+        hash_small(file, len)
+    } else {
+        pool.install(|| hash_open_file(file, len))
+    }
+}
+
 /// One positioned read of exactly the stat'ed length (no second read to find the end: that
 /// extra syscall per file is a measurable share of a cold key over thousands of small files).
 fn hash_small(file: &File, len: u64) -> io::Result<Digest> {

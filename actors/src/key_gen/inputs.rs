@@ -18,7 +18,7 @@ use std::time::Duration;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::KeyError;
-use super::hash::{LARGE_FILE, hash_open_file};
+use super::hash::hash_open_file_on;
 use super::manifest::{InputFile, InputKind};
 use super::stat_cache::{FileStamp, StatCache};
 use crate::Digest;
@@ -198,7 +198,7 @@ impl Walk<'_> {
     pub(super) fn run(&self) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
         let mut literal_dirs = Vec::new();
         let mut bases = self.spec.bases.clone();
-        let mut literal_files: Vec<(String, PathBuf)> = Vec::new();
+        let mut literal_files: Vec<String> = Vec::new();
         for (pattern, path) in &self.spec.literals {
             let absolute = self.root.join(path);
             let metadata = fs::symlink_metadata(&absolute).map_err(|error| match error.kind() {
@@ -212,14 +212,12 @@ impl Walk<'_> {
                 bases.push(path.clone());
                 literal_dirs.push(path.clone());
             } else if !self.spec.ignores(path) {
-                literal_files.push((path.clone(), absolute));
+                literal_files.push(path.clone());
             }
         }
         let bases = outermost(bases);
-        let mut candidates: Vec<Candidate> = literal_files
-            .iter()
-            .map(|(path, absolute)| Candidate::literal(path, absolute))
-            .collect();
+        let mut candidates: Vec<Candidate> =
+            literal_files.iter().map(|path| Candidate::literal(path)).collect();
         let mut few = true;
         for base in &bases {
             few = few && self.list(base.clone(), &literal_dirs, &mut candidates, PARALLEL_AT)?;
@@ -247,13 +245,13 @@ impl Walk<'_> {
     /// Stats a candidate (through its directory entry when it has one: `fstatat` on the open
     /// directory, no walk of the whole path) and visits it.
     pub(super) fn stat_and_visit(&self, candidate: Candidate) -> Result<Visited, KeyError> {
-        let Candidate { path, absolute, entry } = candidate;
+        let Candidate { path, entry } = candidate;
         let metadata = match &entry {
             Some(entry) => entry.metadata(),
-            None => fs::symlink_metadata(&absolute),
+            None => fs::symlink_metadata(self.root.join(&path)),
         }
-        .map_err(|error| KeyError::io(self.task, &absolute, error))?;
-        self.visit_file(path, &absolute, &metadata)
+        .map_err(|error| KeyError::io(self.task, &self.root.join(&path), error))?;
+        self.visit_file(path, &metadata)
     }
 
     pub(super) fn wanted(&self, literal_dirs: &[String], path: &str) -> bool {
@@ -296,7 +294,7 @@ impl Walk<'_> {
                         stack.push(path);
                     }
                 } else if self.wanted(literal_dirs, &path) {
-                    out.push(Candidate { path, absolute: entry.path(), entry: Some(entry) });
+                    out.push(Candidate { path, entry: Some(entry) });
                     if out.len() > limit {
                         return Ok(false);
                     }
@@ -311,15 +309,17 @@ impl Walk<'_> {
         name != ".git" && !self.skip_dirs.iter().any(|skip| skip == path)
     }
 
+    /// Hashes the file at `path` (relative to the root) whose metadata is `metadata`, unless the
+    /// stat cache knows it; the absolute path is only built when the file must be read.
     pub(super) fn visit_file(
         &self,
         path: String,
-        absolute: &Path,
         metadata: &fs::Metadata,
     ) -> Result<Visited, KeyError> {
         if metadata.file_type().is_symlink() {
-            let target = fs::read_link(absolute)
-                .map_err(|error| KeyError::io(self.task, absolute, error))?;
+            let absolute = self.root.join(&path);
+            let target = fs::read_link(&absolute)
+                .map_err(|error| KeyError::io(self.task, &absolute, error))?;
             let bytes = target.as_os_str().as_bytes();
             let file = InputFile {
                 path,
@@ -339,16 +339,10 @@ impl Walk<'_> {
             let file = InputFile { path, kind, hash, size: metadata.len() };
             return Ok(Visited { file, fresh: None, source: Source::StatCache });
         }
-        let opened =
-            File::open(absolute).map_err(|error| KeyError::io(self.task, absolute, error))?;
-        let len = metadata.len();
-        // Large files fan out over the pool (a no-op hop when already on it).
-        let hashed = if len >= LARGE_FILE {
-            self.pool.install(|| hash_open_file(&opened, len))
-        } else {
-            hash_open_file(&opened, len)
-        };
-        let hash = hashed.map_err(|error| KeyError::io(self.task, absolute, error))?;
+        let absolute = self.root.join(&path);
+        let hash = File::open(&absolute)
+            .and_then(|opened| hash_open_file_on(self.pool, &opened, metadata.len()))
+            .map_err(|error| KeyError::io(self.task, &absolute, error))?;
         // Only settled files go into the stat cache; skip the copy of the path for the rest.
         let keep = self.stat_cache_had_entries || stamp.settled(self.now_ns, self.racy_window);
         let fresh = keep.then(|| (path.clone(), stamp, hash));
@@ -357,17 +351,16 @@ impl Walk<'_> {
     }
 }
 
-/// A file to stat and hash.
+/// A file to stat and hash: its path relative to the root.
 pub(super) struct Candidate {
     pub(super) path: String,
-    pub(super) absolute: PathBuf,
-    /// Its directory entry, when a listing found it.
+    /// Its directory entry, when a listing found it (stat'ed through the open directory).
     pub(super) entry: Option<fs::DirEntry>,
 }
 
 impl Candidate {
-    pub(super) fn literal(path: &str, absolute: &Path) -> Self {
-        Candidate { path: path.to_owned(), absolute: absolute.to_owned(), entry: None }
+    pub(super) fn literal(path: &str) -> Self {
+        Candidate { path: path.to_owned(), entry: None }
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use actor::KeyGenHandle;
-pub use hash::{LARGE_FILE, hash_open_file, hash_reader};
+pub use hash::{LARGE_FILE, hash_open_file, hash_open_file_on, hash_reader};
 pub use inputs::HashCounts;
 pub(crate) use inputs::{InputSpec, outermost};
 pub use manifest::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};

@@ -2,7 +2,6 @@
 //! becomes a rayon task, so readdir, stat, read and hash spread over the pool.
 
 use std::fs;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::KeyError;
@@ -25,10 +24,9 @@ pub(super) fn walk<'a>(
     walk: &'a Walk<'a>,
     bases: &[String],
     literal_dirs: &'a [String],
-    literal_files: &[(String, PathBuf)],
+    literal_files: &[String],
 ) -> Result<Vec<Visited>, KeyError> {
-    let literal_files =
-        literal_files.iter().map(|(path, absolute)| Candidate::literal(path, absolute)).collect();
+    let literal_files = literal_files.iter().map(|path| Candidate::literal(path)).collect();
     let shared = Shared { walk, literal_dirs, visited: Mutex::new(Ok(Vec::new())) };
     rayon::scope(|scope| {
         batch(scope, &shared, literal_files);
@@ -76,7 +74,7 @@ fn dir<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, dir_path: String) {
                     }
                 }
                 Ok(_) if walk.wanted(shared.literal_dirs, &path) => {
-                    files.push(Candidate { path, absolute: entry.path(), entry: Some(entry) });
+                    files.push(Candidate { path, entry: Some(entry) });
                     if files.len() == BATCH {
                         batch(
                             scope,

@@ -5,7 +5,7 @@
 //! in 1 MiB chunks. Empty blobs never travel: REAPI servers hold them implicitly. Every blob
 //! read is checked against its remote digest before anyone sees it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
@@ -115,31 +115,40 @@ impl RemoteClient {
             .filter(|blob| blob.digest.size_bytes > 0 && seen.insert(blob.digest.hash.clone()))
             .collect();
         let missing = self.find_missing(caps, blobs.iter().map(|blob| blob.digest.clone())).await?;
-        let (mut batch, mut batch_size, mut sent) = (Vec::new(), 0, 0);
-        for blob in blobs.into_iter().filter(|blob| missing.contains(&blob.digest.hash)) {
-            let cost = size_of(&blob.digest) + BATCH_ENTRY_OVERHEAD;
-            let bytes = match blob.body {
-                Body::Bytes(bytes) => bytes,
-                Body::Stored(local) => read_local(store, &local)?,
+        let (wanted, mut bodies): (Vec<reapi::Digest>, HashMap<String, Body>) = blobs
+            .into_iter()
+            .filter(|blob| missing.contains(&blob.digest.hash))
+            .map(|blob| (blob.digest.clone(), (blob.digest.hash, blob.body)))
+            .unzip();
+        // A stored body is read only when its batch or stream is sent.
+        let mut sent = 0;
+        let mut bytes_of = |digest: &reapi::Digest| -> Result<Vec<u8>, RemoteError> {
+            let bytes = match bodies.remove(&digest.hash) {
+                Some(Body::Bytes(bytes)) => bytes,
+                Some(Body::Stored(local)) => read_local(store, &local)?,
+                None => Vec::new(),
             };
             sent += bytes.len() as u64;
-            if cost > caps.max_batch_bytes {
-                self.write_stream(caps, blob.digest, bytes).await?;
-                continue;
-            }
-            if batch_size + cost > caps.max_batch_bytes {
-                self.batch_update(caps, std::mem::take(&mut batch)).await?;
-                batch_size = 0;
-            }
-            batch_size += cost;
-            batch.push(reapi::batch_update_blobs_request::Request {
-                digest: Some(blob.digest),
-                data: bytes,
-                compressor: 0,
-            });
+            Ok(bytes)
+        };
+        let (batches, large) = plan(wanted, caps.max_batch_bytes);
+        for batch in batches {
+            let requests = batch
+                .into_iter()
+                .map(|digest| {
+                    let data = bytes_of(&digest)?;
+                    Ok(reapi::batch_update_blobs_request::Request {
+                        digest: Some(digest),
+                        data,
+                        compressor: 0,
+                    })
+                })
+                .collect::<Result<_, RemoteError>>()?;
+            self.batch_update(caps, requests).await?;
         }
-        if !batch.is_empty() {
-            self.batch_update(caps, batch).await?;
+        for digest in large {
+            let bytes = bytes_of(&digest)?;
+            self.write_stream(caps, digest, bytes).await?;
         }
         counters::add(&self.inner.counters.bytes_up, sent);
         Ok(sent)

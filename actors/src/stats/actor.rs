@@ -3,11 +3,10 @@
 //! Callers report with [`StatsHandle::record`], which uses `try_send`: under load a sample may be
 //! dropped, but a lookup never waits on statistics.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
-
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Counters, day_of};

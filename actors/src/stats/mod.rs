@@ -163,12 +163,7 @@ impl StatsStore {
             return Ok(());
         }
         fs::create_dir_all(&self.dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".lock"))?;
-        lock.lock()?;
+        let _lock = fsio::lock_file(&self.dir.join(".lock"), true)?;
         let path = self.bucket(day);
         // The day's bucket is created whole (temp file and rename), then updated in place: one
         // small write at offset 0, padded with JSON whitespace to cover the old text, so a run
