@@ -84,10 +84,11 @@ fn word(change: &Change) -> &'static str {
     }
 }
 
-fn diff_maps<V: PartialEq>(
-    before: &BTreeMap<String, V>,
-    now: &BTreeMap<String, V>,
-) -> Vec<(String, Change)> {
+/// The names added or changed (in `now`'s order), then those removed.
+fn diff_maps<K: Ord + Clone, V: PartialEq>(
+    before: &BTreeMap<K, V>,
+    now: &BTreeMap<K, V>,
+) -> Vec<(K, Change)> {
     let mut out = Vec::new();
     for (name, value) in now {
         match before.get(name) {
@@ -123,27 +124,12 @@ fn inputs(before: &KeyManifest, now: &KeyManifest, out: &mut Vec<Difference>) {
                 old.iter().map(|f| (f.path.as_str(), f)).collect();
             let new: BTreeMap<&str, &InputFile> =
                 new.iter().map(|f| (f.path.as_str(), f)).collect();
-            for (path, file) in &new {
-                match old.get(path) {
-                    None => out.push(Difference::Input {
-                        path: (*path).to_owned(),
-                        change: Change::Added,
-                        detail: String::new(),
-                    }),
-                    Some(previous) if *previous != *file => out.push(Difference::Input {
-                        path: (*path).to_owned(),
-                        change: Change::Changed,
-                        detail: input_detail(previous, file),
-                    }),
-                    Some(_) => {}
-                }
-            }
-            for path in old.keys().filter(|path| !new.contains_key(*path)) {
-                out.push(Difference::Input {
-                    path: (*path).to_owned(),
-                    change: Change::Removed,
-                    detail: String::new(),
-                });
+            for (path, change) in diff_maps(&old, &new) {
+                let detail = match change {
+                    Change::Changed => input_detail(old[path], new[path]),
+                    Change::Added | Change::Removed => String::new(),
+                };
+                out.push(Difference::Input { path: path.to_owned(), change, detail });
             }
         }
         (old, new) if old != new => out.push(Difference::Config {

@@ -36,8 +36,10 @@ pub fn key_request(config: &GlobalCacheConfig, invocation: &TaskInvocation<'_>) 
         KeyRequest::new(invocation.project_root, invocation.task_name, task.shell_text());
     request.args = invocation.args.to_vec();
     request.working_dir = task.working_dir.clone().unwrap_or_default();
-    request.env = invocation.env.clone();
     request.env_filter = EnvFilter::new(include, exclude);
+    // Only what passes the filter can reach the key: the rest of the environment is not
+    // copied into every task's request.
+    request.env = request.env_filter.filter(invocation.env);
     request.inputs = task.inputs.iter().chain(&task.cache_config.extra_inputs).cloned().collect();
     request.ignore = task.cache_config.ignore_inputs.clone();
     request.cache_key = task.cache_key.clone();

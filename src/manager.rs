@@ -660,19 +660,23 @@ pub fn project_id(root: &Path) -> String {
     root.to_string_lossy().into_owned()
 }
 
-fn runtime_settings(
-    config: &GlobalCacheConfig,
-    flags: &CacheFeatureFlags,
-    cache_dir: PathBuf,
-) -> RuntimeSettings {
-    let disk = DiskSettings {
+/// The disk tier's settings for a store of `config` in `cache_dir`.
+pub fn disk_settings(config: &GlobalCacheConfig, cache_dir: PathBuf) -> DiskSettings {
+    DiskSettings {
         cache_dir,
         max_size: config.max_size,
         policy: config.eviction_policy.into(),
         fsync: config.storage.fsync,
         inline_threshold: config.storage.inline_threshold,
-    };
-    let mut settings = RuntimeSettings::new(disk);
+    }
+}
+
+fn runtime_settings(
+    config: &GlobalCacheConfig,
+    flags: &CacheFeatureFlags,
+    cache_dir: PathBuf,
+) -> RuntimeSettings {
+    let mut settings = RuntimeSettings::new(disk_settings(config, cache_dir));
     settings.persist = flags.persistent_storage_enabled;
     settings.memory_capacity = config.storage.memory_capacity;
     settings.stats_retention_days = config.stats_retention_days;

@@ -1,6 +1,5 @@
 //! `cuenv run`: a task graph run in dependency order, at most `jobs` task processes at once,
-//! each task
-//! through the cache manager (hits replay their logs and restore their outputs).
+//! each task through the cache manager (hits replay their logs and restore their outputs).
 //!
 //! A task's key includes the digests of its dependencies, so a change upstream re-runs
 //! everything downstream, and only that. After a failure no new task starts (running ones
@@ -189,7 +188,7 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             });
             running.spawn(run_task(Arc::clone(context), name, dependencies, needs_digest));
         }
-        context.printer.progress(reports.len(), &running_names.iter().cloned().collect::<Vec<_>>());
+        context.printer.progress(reports.len(), &running_names);
         let Some(joined) = running.join_next().await else { break };
         let report = joined.unwrap_or_else(|panic| TaskReport {
             name: String::new(),

@@ -106,9 +106,13 @@ impl Printer {
         self.write(Stream::Stderr, format!("{line}\n").as_bytes());
     }
 
-    /// Updates the progress line: `done` finished, `running` named.
-    pub(crate) fn progress(&self, done: usize, running: &[String]) {
+    /// Updates the progress line (when there is one): `done` finished, `running` named.
+    pub(crate) fn progress<'a>(&self, done: usize, running: impl IntoIterator<Item = &'a String>) {
+        if self.progress.is_hidden() {
+            return;
+        }
         self.progress.set_position(done as u64);
+        let running: Vec<&str> = running.into_iter().map(String::as_str).collect();
         self.progress.set_message(running.join(", "));
     }
 

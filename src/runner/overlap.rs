@@ -9,6 +9,7 @@
 use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
+use cuenv_actors::key_gen::{is_glob, join_normalised};
 use globset::{GlobBuilder, GlobMatcher};
 
 use super::plan::Plan;
@@ -47,28 +48,17 @@ impl Output {
     }
 }
 
-fn is_glob(text: &str) -> bool {
-    text.contains(['*', '?', '[', ']', '{', '}'])
-}
-
+/// The task's outputs joined to its working directory. A task file's outputs stay inside the
+/// project (checked when it is read); one that does not is refused when the task runs.
 fn outputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
     let config = &file.tasks[task];
-    let working_dir = config.working_dir.clone().unwrap_or_default();
-    config.outputs.iter().map(|raw| Output::new(normalise(&working_dir, raw))).collect()
-}
-
-fn normalise(working_dir: &str, pattern: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in working_dir.split('/').chain(pattern.split('/')) {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    parts.join("/")
+    let working_dir = config.working_dir.as_deref().unwrap_or_default();
+    config
+        .outputs
+        .iter()
+        .filter_map(|raw| join_normalised(working_dir, raw))
+        .map(Output::new)
+        .collect()
 }
 
 /// Whether `inner` is `outer` or lies below it.

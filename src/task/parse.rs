@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cuenv_actors::key_gen::join_normalised;
 use serde_json::Value;
 
 use super::model::{TaskCacheConfig, TaskConfig, TaskFileFormat};
@@ -194,17 +195,9 @@ pub(super) fn normalize_dir(dir: &str) -> Result<Option<String>, String> {
             "absolute path {dir:?} is not allowed; use a path relative to the project root"
         ));
     }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in dir.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(format!("{dir:?} leaves the project root"));
-                }
-            }
-            name => parts.push(name),
-        }
+    match join_normalised("", dir) {
+        Some(normal) if normal.is_empty() => Ok(None),
+        Some(normal) => Ok(Some(normal)),
+        None => Err(format!("{dir:?} leaves the project root")),
     }
-    Ok(if parts.is_empty() { None } else { Some(parts.join("/")) })
 }

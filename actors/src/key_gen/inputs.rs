@@ -50,9 +50,9 @@ pub struct HashCounts {
     pub bytes_hashed: u64,
 }
 
-/// Joins `pattern` to `working_dir` and normalises `.` and `..` lexically. `None` if the result
-/// leaves the root or the pattern is absolute.
-pub(crate) fn join_normalised(working_dir: &str, pattern: &str) -> Option<String> {
+/// Joins `pattern` to `working_dir` and normalises `.` and `..` lexically (`""` is the root).
+/// `None` if the result leaves the root or the pattern is absolute.
+pub fn join_normalised(working_dir: &str, pattern: &str) -> Option<String> {
     if pattern.starts_with('/') {
         return None;
     }
@@ -69,7 +69,8 @@ pub(crate) fn join_normalised(working_dir: &str, pattern: &str) -> Option<String
     Some(parts.join("/"))
 }
 
-fn is_glob(text: &str) -> bool {
+/// Whether `text` holds glob syntax (`*`, `?`, `[…]`, `{…}`).
+pub fn is_glob(text: &str) -> bool {
     text.contains(['*', '?', '[', ']', '{', '}'])
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use actor::KeyGenHandle;
 pub use hash::{LARGE_FILE, hash_open_file, hash_open_file_on, hash_reader};
-pub use inputs::HashCounts;
+pub use inputs::{HashCounts, is_glob, join_normalised};
 pub(crate) use inputs::{InputSpec, outermost};
 pub use manifest::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};
 pub use request::KeyRequest;
@@ -168,7 +168,7 @@ impl KeyEngine {
             task: request.task_name.clone(),
             command: request.command.clone(),
             args: request.args.clone(),
-            working_dir: inputs::join_normalised("", &request.working_dir).unwrap_or_default(),
+            working_dir: join_normalised("", &request.working_dir).unwrap_or_default(),
             env: request
                 .env_filter
                 .filter(&request.env)
@@ -191,7 +191,7 @@ impl KeyEngine {
         stat_cache: &StatCache,
     ) -> Result<(Vec<InputFile>, HashCounts), KeyError> {
         let task = request.task_name.as_str();
-        if inputs::join_normalised("", &request.working_dir).is_none() {
+        if join_normalised("", &request.working_dir).is_none() {
             return Err(KeyError::OutsideRoot {
                 task: task.to_owned(),
                 pattern: request.working_dir.clone(),

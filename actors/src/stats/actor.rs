@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{Counters, day_of};
+use super::{Counters, day_of, oldest_kept_day};
 use crate::actor::call;
 use crate::disk::DiskHandle;
 use crate::error::ActorGone;
@@ -163,8 +163,7 @@ impl StatsActor {
             return None;
         }
         let now = SystemTime::now();
-        let days_kept = u64::from(self.retention_days.max(1) - 1);
-        let oldest_kept = day_of(now - Duration::from_secs(86_400 * days_kept));
+        let oldest_kept = oldest_kept_day(now, self.retention_days);
         let delta = std::mem::take(&mut self.unflushed);
         Some(async move {
             match disk.merge_stats(day_of(now), delta, oldest_kept).await {

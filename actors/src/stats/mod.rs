@@ -118,6 +118,13 @@ impl Counters {
     }
 }
 
+/// The oldest day (`YYYY-MM-DD`) a retention of `retention_days` keeps at `now`: today counts
+/// as one of them.
+pub fn oldest_kept_day(now: SystemTime, retention_days: u32) -> String {
+    let days_back = u64::from(retention_days.max(1) - 1);
+    day_of(now - std::time::Duration::from_secs(86_400 * days_back))
+}
+
 /// A UTC calendar day as `YYYY-MM-DD`.
 pub fn day_of(time: SystemTime) -> String {
     let days = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;

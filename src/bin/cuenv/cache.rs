@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use cuenv::config::{GlobalCacheConfig, format_size, parse_size};
+use cuenv::manager::disk_settings;
 use cuenv::runner::{self, RunOptions};
 use cuenv::{Counters, EnhancedCacheManager, explain};
-use cuenv_actors::disk::{DiskSettings, DiskStore, GcTarget, Layout};
+use cuenv_actors::disk::{DiskStore, GcTarget, Layout};
 use cuenv_actors::key_gen::hash_pool;
-use cuenv_actors::stats::{StatsStore, day_of};
+use cuenv_actors::stats::{StatsStore, day_of, oldest_kept_day};
 use serde::Serialize;
 
 use crate::Setup;
@@ -70,13 +71,7 @@ fn validate(setup: &Setup) -> anyhow::Result<u8> {
 }
 
 fn open_store(config: &GlobalCacheConfig) -> anyhow::Result<DiskStore> {
-    let settings = DiskSettings {
-        cache_dir: config.cache_dir.clone(),
-        max_size: config.max_size,
-        policy: config.eviction_policy.into(),
-        fsync: config.storage.fsync,
-        inline_threshold: config.storage.inline_threshold,
-    };
+    let settings = disk_settings(config, config.cache_dir.clone());
     let pool = hash_pool(1).context("cannot start a hashing thread")?;
     DiskStore::open(settings, pool)
         .with_context(|| format!("cannot open the cache directory {}", config.cache_dir.display()))
@@ -119,10 +114,7 @@ struct StatsReport {
 
 fn stats(config: &GlobalCacheConfig, json: bool) -> anyhow::Result<u8> {
     let layout = Layout::new(&config.cache_dir);
-    let oldest = day_of(
-        SystemTime::now()
-            - Duration::from_secs(86_400 * u64::from(config.stats_retention_days.max(1) - 1)),
-    );
+    let oldest = oldest_kept_day(SystemTime::now(), config.stats_retention_days);
     let days: Vec<(String, Counters)> = StatsStore::new(layout.stats())
         .days()
         .into_iter()
@@ -307,8 +299,7 @@ async fn explain_task(setup: &Setup, task: &str, json: bool) -> anyhow::Result<u
         no_color: true,
     };
     let manager = EnhancedCacheManager::new_with_flags(setup.config.clone(), setup.flags).await?;
-    let env: BTreeMap<String, String> = setup.env.clone();
-    let entries = runner::dry_run(&manager, &file, &env, &options).await;
+    let entries = runner::dry_run(&manager, &file, &setup.env, &options).await;
     let outcome = explanation(&manager, &file, task, entries).await;
     manager.shutdown().await?;
     let explanation = outcome?;

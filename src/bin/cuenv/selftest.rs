@@ -5,7 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use cuenv::config::{GlobalCacheConfig, format_size};
-use cuenv_actors::disk::{BlobRead, DiskSettings, DiskStore, RecordLookup, now_ms};
+use cuenv::manager::disk_settings;
+use cuenv_actors::disk::{BlobRead, DiskStore, RecordLookup, now_ms};
 use cuenv_actors::key_gen::{KeyManifest, hash_pool};
 use cuenv_actors::remote::RemoteClient;
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
@@ -40,13 +41,7 @@ pub(crate) async fn remote(config: &cuenv::config::RemoteCacheConfig) -> Check {
 /// Every local check, in order; later checks are skipped when the store cannot be opened.
 pub(crate) fn local(config: &GlobalCacheConfig) -> Vec<Check> {
     let dir = &config.cache_dir;
-    let settings = DiskSettings {
-        cache_dir: dir.clone(),
-        max_size: config.max_size,
-        policy: config.eviction_policy.into(),
-        fsync: config.storage.fsync,
-        inline_threshold: config.storage.inline_threshold,
-    };
+    let settings = disk_settings(config, dir.clone());
     let store = hash_pool(1).map_err(|error| error.to_string()).and_then(|pool| {
         DiskStore::open(settings, pool).map_err(|error| format!("{}: {error}", dir.display()))
     });
