@@ -6,6 +6,7 @@
 //! covers a whole scenario rather than one assertion.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cuenv_actors::Digest;
@@ -187,6 +188,49 @@ async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
 }
 
 #[tokio::test]
+async fn an_overloaded_server_narrows_the_calls_in_flight_instead_of_failing_them() {
+    // Five workers: a sixth concurrent call is refused with RESOURCE_EXHAUSTED.
+    let grid = BuildGrid::start(BuildGridOptions { workers: Some(5), ..Default::default() }).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) =
+        (Arc::new(disk_store(dir_a.path())), Arc::new(disk_store(dir_b.path())));
+    let results: Vec<(Digest, ActionResult)> = (0..48)
+        .map(|i| put_result(&store_a, &format!("task{i}"), &[("out/n", vec![i as u8; 100], false)]))
+        .collect();
+    let mut settings = grid.settings();
+    settings.max_concurrent = 48;
+    // One attempt: a refused call fails unless narrowing the window retries it.
+    settings.tuning.attempts = 1;
+    settings.tuning.breaker_threshold = 1000;
+    let client = RemoteClient::connect(settings).await.unwrap();
+    client.capabilities().await.unwrap();
+
+    let mut calls = tokio::task::JoinSet::new();
+    for (digest, result) in results.clone() {
+        let (client, store) = (client.clone(), Arc::clone(&store_a));
+        calls.spawn(async move { client.upload(&digest, &result, &store).await.map(|_| ()) });
+    }
+    for outcome in calls.join_all().await {
+        outcome.unwrap();
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for (digest, result) in results {
+        let (client, store) = (client.clone(), Arc::clone(&store_b));
+        calls.spawn(async move {
+            let got = client.download(&digest, &result.manifest, &store).await?;
+            assert_eq!(got.as_ref(), Some(&result));
+            Ok::<_, RemoteError>(())
+        });
+    }
+    for outcome in calls.join_all().await {
+        outcome.unwrap();
+    }
+    let counters = client.counters();
+    assert_eq!((counters.uploads, counters.hits, counters.errors), (48, 48, 0));
+    assert!(counters.overloaded > 0, "the server never pushed back: {counters:?}");
+}
+
+#[tokio::test]
 async fn dead_server_fails_fast_and_opens_the_breaker() {
     let mut grid = BuildGrid::start(BuildGridOptions::default()).await;
     let client = RemoteClient::connect(grid.settings()).await.unwrap();
@@ -240,8 +284,7 @@ async fn read_only_server_serves_downloads_and_skips_uploads() {
         instance_name: "main".to_owned(),
         allow_updates: false,
         writer_instance: Some("writer".to_owned()),
-        require_token: false,
-        tls: false,
+        ..Default::default()
     };
     let grid = BuildGrid::start(options).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -19,6 +19,9 @@ pub struct RemoteCounters {
     pub errors: u64,
     /// Calls refused by the open circuit breaker (also counted in `errors`).
     pub short_circuited: u64,
+    /// Attempts the server refused as overloaded (`RESOURCE_EXHAUSTED`); each narrows the
+    /// in-flight limit or backs off, and is retried.
+    pub overloaded: u64,
     /// Downloads dropped because a blob did not match its digest.
     pub corrupt: u64,
     /// Results written to the remote.
@@ -39,6 +42,7 @@ pub(crate) struct Counters {
     pub(crate) misses: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) short_circuited: AtomicU64,
+    pub(crate) overloaded: AtomicU64,
     pub(crate) corrupt: AtomicU64,
     pub(crate) uploads: AtomicU64,
     pub(crate) uploads_skipped: AtomicU64,
@@ -65,6 +69,7 @@ impl Counters {
             misses: read(&self.misses),
             errors: read(&self.errors),
             short_circuited: read(&self.short_circuited),
+            overloaded: read(&self.overloaded),
             corrupt: read(&self.corrupt),
             uploads: read(&self.uploads),
             uploads_skipped: read(&self.uploads_skipped),

@@ -22,6 +22,7 @@ mod check;
 mod counters;
 mod download;
 mod error;
+mod limit;
 mod negotiate;
 mod resilience;
 #[cfg(test)]
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::OnceCell;
 
 pub use actor::{RemoteHandle, RemoteShutdown};
 pub use check::CheckReport;
@@ -155,9 +156,10 @@ struct Inner {
     /// Negotiated once by the first call that needs it; a failed negotiation is retried by
     /// the next call.
     capabilities: OnceCell<Capabilities>,
-    /// Bounds in-flight RPCs. Each attempt holds a permit until its response (or stream) is
-    /// done; nothing else holds one, and the semaphore is never closed.
-    in_flight: Semaphore,
+    /// Bounds in-flight RPCs, narrowing while the server pushes back (see `limit.rs`). Each
+    /// attempt holds a permit until its response (or stream) is done; nothing else holds one,
+    /// and the semaphore is never closed.
+    in_flight: limit::InFlight,
     /// Consecutive failures and the open/half-open state; see `resilience.rs`.
     breaker: resilience::Breaker,
     counters: counters::Counters,
@@ -177,7 +179,7 @@ impl RemoteClient {
             settings.tuning.breaker_threshold,
             settings.tuning.breaker_cooldown,
         );
-        let in_flight = Semaphore::new(settings.max_concurrent.clamp(1, Semaphore::MAX_PERMITS));
+        let in_flight = limit::InFlight::new(settings.max_concurrent);
         let inner = Inner {
             settings,
             rpc,

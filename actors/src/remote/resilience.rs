@@ -4,6 +4,9 @@
 //! - Transient codes (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`) are retried
 //!   with exponential backoff and ±50 % jitter, up to `tuning.attempts` attempts.
 //! - Each attempt holds an in-flight permit and runs under the per-RPC deadline.
+//! - `RESOURCE_EXHAUSTED` also narrows the in-flight limit (`limit.rs`). A call refused
+//!   while the window was wider than it is now retries at once, without a backoff: the
+//!   narrower window is the backoff.
 //! - The breaker counts RPCs that still fail after retries with a transient or broken-server
 //!   code. At `tuning.breaker_threshold` in a row it opens (one warning), refuses calls for
 //!   `tuning.breaker_cooldown`, then lets one probe through (half-open): success closes it,
@@ -17,6 +20,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::error::{Meaning, meaning};
+use super::limit::Pushback;
 use super::transport::Clients;
 use super::{RemoteClient, RemoteError, counters};
 
@@ -109,6 +113,9 @@ impl Breaker {
     }
 }
 
+/// Immediate retries per call after refusals that narrowed the in-flight window.
+const MAX_NARROWED_RETRIES: u32 = 8;
+
 /// `delay` scaled by a random factor in [0.5, 1.5).
 fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fastrand::f64())
@@ -135,20 +142,28 @@ impl RemoteClient {
         let tuning = &inner.settings.tuning;
         let mut delay = tuning.base_delay;
         let mut attempts = 1;
+        let mut narrowed = 0;
         loop {
-            let status = match self.attempt(&mut attempt).await {
+            let (status, pushback) = match self.attempt(&mut attempt).await {
                 Ok(value) => {
                     inner.breaker.succeeded();
                     return Ok(value);
                 }
-                Err(status) => status,
+                Err(refused) => refused,
             };
             let meaning = meaning(status.code());
+            // A refusal that narrowed the window retries at once without using up an attempt
+            // (a few times per call: the window cannot keep narrowing for long).
+            if pushback == Some(Pushback::Narrowed) && narrowed < MAX_NARROWED_RETRIES {
+                tracing::debug!(rpc, "remote cache refused a call as overloaded; retrying");
+                narrowed += 1;
+                continue;
+            }
             if meaning == Meaning::Transient && attempts < tuning.attempts {
                 tracing::debug!(rpc, code = ?status.code(), attempts, "remote call failed; retrying");
+                attempts += 1;
                 tokio::time::sleep(jittered(delay)).await;
                 delay = delay.saturating_mul(2);
-                attempts += 1;
                 continue;
             }
             match meaning {
@@ -159,23 +174,42 @@ impl RemoteClient {
         }
     }
 
-    /// One attempt: a permit, then the call under the deadline.
-    async fn attempt<T, F, Fut>(&self, attempt: &mut F) -> Result<T, Status>
+    /// One attempt: a permit, then the call under the deadline. A refusal as overloaded
+    /// comes back with what it did to the in-flight limit.
+    async fn attempt<T, F, Fut>(&self, attempt: &mut F) -> Result<T, (Status, Option<Pushback>)>
     where
         F: FnMut(Clients) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let inner = &self.inner;
-        let _permit = inner
+        let slot = inner
             .in_flight
             .acquire()
             .await
-            .map_err(|_| Status::cancelled("the remote client is shutting down"))?;
+            .map_err(|_| (Status::cancelled("the remote client is shutting down"), None))?;
         let timeout = inner.settings.timeout;
-        match tokio::time::timeout(timeout, attempt(inner.rpc.clone())).await {
-            Ok(outcome) => outcome.map_err(transport_is_unavailable),
-            Err(_) => Err(Status::deadline_exceeded(format!("no answer within {timeout:?}"))),
-        }
+        let status = match tokio::time::timeout(timeout, attempt(inner.rpc.clone())).await {
+            Ok(Ok(value)) => {
+                inner.in_flight.succeeded();
+                return Ok(value);
+            }
+            Ok(Err(status)) => transport_is_unavailable(status),
+            Err(_) => Status::deadline_exceeded(format!("no answer within {timeout:?}")),
+        };
+        let pushback = match status.code() {
+            tonic::Code::ResourceExhausted => {
+                counters::bump(&inner.counters.overloaded);
+                Some(inner.in_flight.overloaded(&slot))
+            }
+            // No answer: says nothing about the server's load.
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => None,
+            // An answer (a miss, a refusal): the server kept up with the call.
+            _ => {
+                inner.in_flight.succeeded();
+                None
+            }
+        };
+        Err((status, pushback))
     }
 }
 

@@ -44,6 +44,10 @@ pub(crate) struct BuildGridOptions {
     /// Serve TLS (`grpcs://`) with a certificate for `127.0.0.1` and `localhost` signed by a
     /// throwaway CA; [`BuildGrid::settings`] then trusts that CA.
     pub(crate) tls: bool,
+    /// The server's gRPC worker threads, which is also the most calls it serves at once
+    /// (more are refused with `RESOURCE_EXHAUSTED`); BuildGrid's default is 5 per CPU, and
+    /// it accepts no fewer than 5.
+    pub(crate) workers: Option<u32>,
 }
 
 impl Default for BuildGridOptions {
@@ -54,6 +58,7 @@ impl Default for BuildGridOptions {
             writer_instance: None,
             require_token: false,
             tls: false,
+            workers: None,
         }
     }
 }
@@ -239,6 +244,9 @@ impl BuildGrid {
                 yaml,
                 "    credentials:\n      tls-server-key: {key:?}\n      tls-server-cert: {cert:?}\n"
             );
+        }
+        if let Some(workers) = options.workers {
+            let _ = writeln!(yaml, "thread-pool-size: {workers}");
         }
         if options.require_token {
             let secret = self.dir.path().join("jwt.secret");
