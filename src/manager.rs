@@ -105,6 +105,10 @@ struct Inner {
     gate: WorkGate,
     /// Leader tasks; joined at shutdown. A std mutex: only held to spawn or reap.
     leaders: Mutex<JoinSet<()>>,
+    /// What `prefetch` heard from the remote, by digest, until the lookup that follows takes
+    /// it: `true` when the result was fetched, `false` when the remote does not have it. A std
+    /// mutex: only held to insert or take.
+    prefetched: Mutex<HashMap<Digest, bool>>,
     /// The process-private store when persistent storage is off; removed on drop.
     _private_dir: Option<tempfile::TempDir>,
 }
@@ -158,6 +162,7 @@ impl EnhancedCacheManager {
             flights: SingleFlight::new(),
             gate: WorkGate::default(),
             leaders: Mutex::new(JoinSet::new()),
+            prefetched: Mutex::new(HashMap::new()),
             _private_dir: private_dir,
         };
         Ok(EnhancedCacheManager { inner: Arc::new(inner) })
@@ -259,8 +264,10 @@ impl EnhancedCacheManager {
             stamps: Some(Arc::clone(&key.stamps)),
         };
         if mode.reads()
-            && let Some(hit) =
-                self.inner.lookup_and_restore(&key.digest, &key.manifest, &task, &target).await?
+            && let Some(hit) = self
+                .inner
+                .lookup_and_restore(&key.digest, &key.manifest, &task, &target, true)
+                .await?
         {
             return Ok(hit);
         }
@@ -352,6 +359,36 @@ impl EnhancedCacheManager {
             .await?)
     }
 
+    /// Whether [`EnhancedCacheManager::prefetch`] can help `task`: it is read from the cache
+    /// and a remote cache with downloads is configured.
+    pub fn prefetches(&self, task: &TaskConfig) -> bool {
+        let downloads = self.inner.config.remote_cache.as_ref().is_some_and(|r| r.download_enabled);
+        downloads && self.inner.runtime.remote().is_some() && self.get_task_cache_mode(task).reads()
+    }
+
+    /// Brings the result of `key` from the remote into the local store when no local tier has
+    /// it, so that the lookup of the same key that follows is local. A scheduler calls this
+    /// ahead of time, while the task's dependencies are still being restored, so remote round
+    /// trips overlap instead of adding up along the dependency chain.
+    ///
+    /// Best effort and side-effect free for the project: nothing is restored and nothing is
+    /// counted as a lookup. What the remote said is kept for that lookup: a fetched result
+    /// counts as a remote hit there, and a remote miss is not asked again.
+    pub async fn prefetch(&self, key: &ActionKey) {
+        let inner = &self.inner;
+        let Some(remote) = inner.runtime.remote() else { return };
+        if let Ok(Some(_)) = inner.runtime.memory().get(key.digest).await {
+            return;
+        }
+        if let Ok(DiskLookup::Hit(_)) = inner.runtime.disk().lookup(key.digest).await {
+            return;
+        }
+        // An error (the actor gone) reads as a miss, as in the lookup itself.
+        let fetched =
+            matches!(remote.download(key.digest, key.manifest.clone()).await, Ok(Some(_)));
+        inner.prefetched().insert(key.digest, fetched);
+    }
+
     /// The cached result of `digest`, from memory or disk (filling memory).
     pub async fn get_cached_result(&self, digest: &Digest) -> Option<Arc<ActionResult>> {
         if let Ok(Some(entry)) = self.inner.runtime.memory().get(*digest).await {
@@ -422,19 +459,25 @@ struct Job {
 }
 
 impl Inner {
+    fn prefetched(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, bool>> {
+        self.prefetched.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn record(&self, delta: Counters) {
         self.runtime.stats().record(delta);
     }
 
-    /// Memory, then disk, then the remote; restores outputs on a hit and back-fills the faster
-    /// tiers. A damaged entry counts as corrupt and reads as a miss. Records the lookup and its
-    /// hit; a miss is recorded by the caller that decides what happens next.
+    /// Memory, then disk, then (with `ask_remote`, unless a prefetch already did) the remote;
+    /// restores outputs on a hit and back-fills the faster tiers. A damaged entry counts as
+    /// corrupt and reads as a miss. Records the lookup and its hit; a miss is recorded by the
+    /// caller that decides what happens next.
     async fn lookup_and_restore(
         &self,
         digest: &Digest,
         manifest: &KeyManifest,
         task: &str,
         target: &RestoreTarget,
+        ask_remote: bool,
     ) -> Result<Option<Execution>, Error> {
         if let Some(entry) = self.runtime.memory().get(*digest).await?
             && let Some(hit) = self.restore_hit(entry, Tier::Memory, task, target).await?
@@ -444,15 +487,19 @@ impl Inner {
         // One disk job reads the record and restores its outputs.
         let (found, restored) =
             self.runtime.disk().lookup_and_restore(*digest, target.clone()).await?;
+        let prefetched = self.prefetched().remove(digest);
         match (found, restored) {
             (DiskLookup::Hit(entry), Some(restored)) => {
                 self.runtime.memory().put(*digest, Arc::clone(&entry));
-                self.finish_hit(entry, *digest, Tier::Disk, task, &target.root, restored)
+                let tier = if prefetched == Some(true) { Tier::Remote } else { Tier::Disk };
+                self.finish_hit(entry, *digest, tier, task, &target.root, restored)
             }
             (DiskLookup::Corrupt { .. }, _) => {
                 self.record(Counters { corrupt: 1, ..Counters::default() });
                 self.remote_hit(digest, manifest, task, target).await
             }
+            // The remote already said it does not have this result.
+            _ if prefetched == Some(false) || !ask_remote => Ok(None),
             _ => self.remote_hit(digest, manifest, task, target).await,
         }
     }
@@ -549,8 +596,11 @@ impl Inner {
             if lock.is_none() {
                 tracing::warn!(task = %job.task, "gave up waiting for another process running the same action; executing here");
             }
+            // Another process may have stored the result while this one waited for the lock;
+            // the remote was asked just before.
+            let (digest, manifest) = (&job.digest, &job.manifest);
             if let Some(hit) =
-                self.lookup_and_restore(&job.digest, &job.manifest, &job.task, &job.target).await?
+                self.lookup_and_restore(digest, manifest, &job.task, &job.target, false).await?
             {
                 return Ok(hit);
             }

@@ -9,6 +9,7 @@ mod dry_run;
 mod output;
 mod overlap;
 mod plan;
+mod prefetch;
 mod process;
 mod task;
 
@@ -170,15 +171,24 @@ pub async fn run(
 /// The scheduling loop: starts every ready task (up to a bound that keeps memory flat), each
 /// of which takes an execution slot only if it has to run its process.
 async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
+    let limit = in_flight_limit(context.options.jobs);
     let mut running: JoinSet<TaskReport> = JoinSet::new();
     let mut running_names: BTreeSet<String> = BTreeSet::new();
     let mut reports: Vec<TaskReport> = Vec::new();
     let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut prefetch = prefetch::Prefetch::new(context, &plan, limit);
+    let mut cancel = context.cancel.clone();
     let mut stopping = false;
     loop {
         stopping |= *context.cancel.borrow();
-        while !stopping && running.len() < in_flight_limit(context.options.jobs) {
-            let Some(name) = plan.next_ready() else { break };
+        while !stopping && running.len() < limit {
+            let resumed = prefetch.as_mut().and_then(prefetch::Prefetch::next_resumed);
+            let Some(name) = resumed.or_else(|| plan.next_ready()) else { break };
+            if let Some(prefetch) = &mut prefetch
+                && !prefetch.may_run(context, &plan, &digests, &name)
+            {
+                continue;
+            }
             let dependencies = plan.dependency_digests(&name, &digests);
             running_names.insert(name.clone());
             // A dependent's key needs this task's digest only if the dependent is cached.
@@ -188,8 +198,29 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             });
             running.spawn(run_task(Arc::clone(context), name, dependencies, needs_digest));
         }
+        if stopping && let Some(prefetch) = &mut prefetch {
+            for name in prefetch.stop().await {
+                let status = held_status(context);
+                reports.push(TaskReport { name, status, digest: None, saved_ms: 0 });
+            }
+        }
         context.printer.progress(reports.len(), &running_names);
-        let Some(joined) = running.join_next().await else { break };
+        let joined = match &mut prefetch {
+            Some(prefetch) if !prefetch.is_idle() => tokio::select! {
+                Some(joined) = running.join_next() => joined,
+                event = prefetch.next() => {
+                    prefetch.handle(context, &plan, &digests, event);
+                    continue;
+                }
+                // Ctrl-C stops the prefetches at once (the loop's top sees it).
+                Ok(()) = cancel.changed() => continue,
+            },
+            _ => match running.join_next().await {
+                Some(joined) => joined,
+                None if prefetch.as_ref().is_some_and(|p| p.has_resumed()) => continue,
+                None => break,
+            },
+        };
         let report = joined.unwrap_or_else(|panic| TaskReport {
             name: String::new(),
             status: TaskStatus::Failed(format!("internal error: {panic}")),
@@ -206,6 +237,9 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
                 digests.insert(report.name.clone(), digest);
             }
             plan.completed(&report.name);
+            if let Some(prefetch) = &mut prefetch {
+                prefetch.completed(context, &plan, &digests, &report.name);
+            }
         } else {
             stopping |= !context.options.keep_going;
             for skipped in plan.failed(&report.name) {
@@ -220,6 +254,16 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
         reports.push(report);
     }
     let interrupted = *context.cancel.borrow();
+    if let Some(prefetch) = &mut prefetch {
+        for name in prefetch.stop().await {
+            reports.push(TaskReport {
+                name,
+                status: held_status(context),
+                digest: None,
+                saved_ms: 0,
+            });
+        }
+    }
     for name in plan.remaining() {
         let status = if interrupted { TaskStatus::Interrupted } else { TaskStatus::Skipped };
         reports.push(TaskReport { name, status, digest: None, saved_ms: 0 });
@@ -255,6 +299,11 @@ async fn run_task(
         _ => {}
     }
     TaskReport { name, status, digest, saved_ms }
+}
+
+/// How a task held for its prefetch ends when the run stops before it starts.
+fn held_status(context: &Context) -> TaskStatus {
+    if *context.cancel.borrow() { TaskStatus::Interrupted } else { TaskStatus::Skipped }
 }
 
 /// Tasks being looked up, replayed or executed at once.

@@ -52,12 +52,46 @@ impl Output {
 /// project (checked when it is read); one that does not is refused when the task runs.
 fn outputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
     let config = &file.tasks[task];
+    joined(config.working_dir.as_deref(), &config.outputs)
+}
+
+/// The files a task's key reads (`inputs` and `extraInputs`), joined like outputs; none when a
+/// `cacheKey` stands in for them. An input that cannot be joined (it leaves the project) is
+/// kept as the whole project, so it overlaps everything.
+fn inputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
+    let config = &file.tasks[task];
+    if config.cache_key.is_some() {
+        return Vec::new();
+    }
     let working_dir = config.working_dir.as_deref().unwrap_or_default();
     config
-        .outputs
+        .inputs
         .iter()
-        .filter_map(|raw| join_normalised(working_dir, raw))
-        .map(Output::new)
+        .chain(&config.cache_config.extra_inputs)
+        .map(|raw| Output::new(join_normalised(working_dir, raw).unwrap_or_else(|| "**".into())))
+        .collect()
+}
+
+fn joined(working_dir: Option<&str>, patterns: &[String]) -> Vec<Output> {
+    let working_dir = working_dir.unwrap_or_default();
+    patterns.iter().filter_map(|raw| join_normalised(working_dir, raw)).map(Output::new).collect()
+}
+
+/// For each task of the plan (by position), whether its inputs may include a file that one of
+/// its dependencies, direct or not, declares as an output. A task for which this is `false`
+/// has the same key before its dependencies run as after, so its key can be computed early.
+pub(crate) fn reads_upstream_outputs(file: &TaskFile, plan: &Plan) -> Vec<bool> {
+    let outputs: Vec<Vec<Output>> = plan.order.iter().map(|name| outputs_of(file, name)).collect();
+    let ancestors = plan.ancestors();
+    plan.order
+        .iter()
+        .enumerate()
+        .map(|(position, name)| {
+            let inputs = inputs_of(file, name);
+            (0..position)
+                .filter(|&dep| ancestors[position][dep / 64] & (1 << (dep % 64)) != 0)
+                .any(|dep| outputs[dep].iter().any(|out| inputs.iter().any(|i| overlap(i, out))))
+        })
         .collect()
 }
 
@@ -181,7 +215,7 @@ mod plan_tests {
         }
     }
 
-    fn checked(tasks: BTreeMap<String, TaskConfig>) -> Result<(), Error> {
+    fn file_and_plan(tasks: BTreeMap<String, TaskConfig>) -> (TaskFile, Result<Plan, Error>) {
         let file = TaskFile {
             path: "cuenv.toml".into(),
             root: "/p".into(),
@@ -196,7 +230,45 @@ mod plan_tests {
             args: Vec::new(),
             no_color: true,
         };
-        check(&file, &Plan::new(&file, &options)?)
+        let plan = Plan::new(&file, &options);
+        (file, plan)
+    }
+
+    fn checked(tasks: BTreeMap<String, TaskConfig>) -> Result<(), Error> {
+        let (file, plan) = file_and_plan(tasks);
+        check(&file, &plan?)
+    }
+
+    #[test]
+    fn reads_of_upstream_outputs_are_found_through_the_whole_ancestry() {
+        let with =
+            |inputs: &[&str], outputs: &[&str], deps: &[&str], dir: Option<&str>| TaskConfig {
+                inputs: inputs.iter().map(|s| (*s).to_owned()).collect(),
+                working_dir: dir.map(str::to_owned),
+                ..task(outputs, deps)
+            };
+        let tasks = BTreeMap::from([
+            ("gen".to_owned(), with(&["schema/**"], &["gen/**"], &[], None)),
+            ("lib".to_owned(), with(&["src/**"], &["dist/**"], &["gen"], Some("lib"))),
+            // Reads the generated code two levels up: must wait.
+            ("app".to_owned(), with(&["src/**", "gen/*.rs"], &["out"], &["lib"], None)),
+            // Its own sources only: the key is known before its dependencies run.
+            ("docs".to_owned(), with(&["docs/**"], &["site/**"], &["lib"], None)),
+            // A cache key stands in for the inputs.
+            (
+                "pinned".to_owned(),
+                TaskConfig { cache_key: Some("v1".into()), ..with(&["**"], &[], &["gen"], None) },
+            ),
+            // An input outside the project could be anything.
+            ("outside".to_owned(), with(&["../../x"], &[], &["gen"], Some("lib"))),
+        ]);
+        let (file, plan) = file_and_plan(tasks);
+        let plan = plan.unwrap();
+        let reads = reads_upstream_outputs(&file, &plan);
+        let of = |name: &str| reads[plan.order.iter().position(|n| n == name).unwrap()];
+        assert!(of("app"));
+        assert!(of("outside"));
+        assert!(!of("gen") && !of("lib") && !of("docs") && !of("pinned"));
     }
 
     #[test]

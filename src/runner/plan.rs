@@ -90,6 +90,11 @@ impl Plan {
             .collect()
     }
 
+    /// The tasks of the run that `name` depends on directly.
+    pub(crate) fn dependencies_of(&self, name: &str) -> &[String] {
+        self.dependencies.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// The tasks of the run that depend on `name` directly.
     pub(crate) fn dependents_of(&self, name: &str) -> &[String] {
         self.dependents.get(name).map_or(&[], Vec::as_slice)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cuenv_actors::Digest;
+use cuenv_actors::key_gen::ActionKey;
 use cuenv_actors::result::TaskOutput;
 
 use super::output::Stream;
@@ -23,8 +24,7 @@ pub(super) async fn execute(
     needs_digest: bool,
 ) -> Result<(TaskStatus, Option<Digest>, u64), Error> {
     let task = &context.file.tasks[name];
-    let requested = context.options.all || context.options.tasks.iter().any(|t| t == name);
-    let args: &[String] = if requested { &context.options.args } else { &[] };
+    let args = args_of(context, name);
     let invocation = TaskInvocation {
         task_name: name,
         task,
@@ -71,6 +71,30 @@ pub(super) async fn execute(
     let status = report(context, name, &execution).await;
     let saved = if matches!(execution.source, Source::Hit(_)) { execution.duration_ms } else { 0 };
     Ok((status, digest, saved))
+}
+
+/// The arguments after `--`, which go to the tasks named on the command line only.
+fn args_of<'a>(context: &'a Context, name: &str) -> &'a [String] {
+    let requested = context.options.all || context.options.tasks.iter().any(|t| t == name);
+    if requested { &context.options.args } else { &[] }
+}
+
+/// Task `name`'s key as its files are now, given its dependencies' digests; `None` if it
+/// cannot be computed (the run reports why when the task runs).
+pub(super) async fn early_key(
+    context: &Context,
+    name: &str,
+    dependencies: &BTreeMap<String, Digest>,
+) -> Option<ActionKey> {
+    let invocation = TaskInvocation {
+        task_name: name,
+        task: &context.file.tasks[name],
+        project_root: &context.file.root,
+        env: &context.env,
+        args: args_of(context, name),
+        dependencies,
+    };
+    context.manager.compute_key(invocation).await.ok()
 }
 
 async fn report(context: &Context, name: &str, execution: &Execution) -> TaskStatus {

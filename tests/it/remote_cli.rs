@@ -25,7 +25,14 @@ dependencies = ["gen"]
 [tasks.test]
 command = "echo test >> \"$RUNS_LOG\"; grep -q generated dist/app.txt && echo 'tests passed'"
 inputs = ["dist/**"]
-dependencies = ["build"]
+dependencies = ["build", "lint"]
+
+# Reads only its own sources, so with a remote its result is fetched while "gen" is.
+[tasks.lint]
+command = "echo lint >> \"$RUNS_LOG\"; mkdir -p reports && cat src/*.txt > reports/lint.txt"
+inputs = ["src/**"]
+outputs = ["reports/lint.txt"]
+dependencies = ["gen"]
 "#;
 
 /// One "machine": a project directory, a cache directory and a config directory.
@@ -82,6 +89,14 @@ impl Machine {
         self.command(endpoint, args).output().unwrap()
     }
 
+    /// The tasks executed so far, sorted (tasks without an order between them may run in
+    /// either).
+    fn sorted_runs(&self) -> Vec<String> {
+        let mut runs = self.runs();
+        runs.sort();
+        runs
+    }
+
     fn runs(&self) -> Vec<String> {
         fs::read_to_string(&self.runs).unwrap_or_default().lines().map(str::to_owned).collect()
     }
@@ -111,7 +126,11 @@ async fn a_second_machine_replays_every_task_from_the_remote() {
     let a = Machine::new();
     let first = a.run(&endpoint, &["run", "test"]);
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert_eq!(a.runs(), ["gen", "build", "test"]);
+    assert_eq!(a.sorted_runs(), ["build", "gen", "lint", "test"]);
+    // Each task asked the remote once, whether its result was prefetched or looked up.
+    let stats = a.run(&endpoint, &["cache", "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["total"]["remote_misses"], 4, "{stats}");
 
     // Machine B: an empty cache, the same sources at another path.
     let b = Machine::new();
@@ -122,10 +141,10 @@ async fn a_second_machine_replays_every_task_from_the_remote() {
     let stderr = text(&second.stderr);
     assert!(second.status.success(), "{stderr}");
     assert!(b.runs().is_empty(), "machine B executed {:?}\n{stderr}", b.runs());
-    assert_eq!(stderr.matches("cache hit (remote)").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches("cache hit (remote)").count(), 4, "{stderr}");
     assert!(text(&second.stdout).contains("tests passed"), "logs are replayed");
     assert!(stderr.contains("a warning"), "stderr is replayed too: {stderr}");
-    for path in ["out/gen.txt", "out/tool.sh", "dist/app.txt"] {
+    for path in ["out/gen.txt", "out/tool.sh", "dist/app.txt", "reports/lint.txt"] {
         assert_eq!(
             fs::read(b.project.join(path)).unwrap(),
             fs::read(a.project.join(path)).unwrap(),
@@ -142,7 +161,7 @@ async fn a_second_machine_replays_every_task_from_the_remote() {
     assert!(third.status.success());
     assert_eq!(
         text(&third.stderr).matches("cache hit (local)").count(),
-        3,
+        4,
         "{}",
         text(&third.stderr)
     );
@@ -152,9 +171,15 @@ async fn a_second_machine_replays_every_task_from_the_remote() {
 async fn a_server_killed_mid_run_never_fails_the_run() {
     let mut server = BuildGrid::start(BuildGridOptions::default()).await;
     let machine = Machine::new();
+    // Each task reads the one before's output, so each is looked up when it is about to run
+    // (no prefetch): the lookups after the kill meet a dead server.
     let chain: String = (1..=6)
         .map(|i| {
-            let deps = if i > 1 { format!("dependencies = [\"t{}\"]", i - 1) } else { String::new() };
+            let deps = if i > 1 {
+                format!("dependencies = [\"t{0}\"]\ninputs = [\"out/t{0}.txt\"]", i - 1)
+            } else {
+                String::new()
+            };
             format!(
                 "[tasks.t{i}]\ncommand = \"sleep 0.3; echo t{i} >> \\\"$RUNS_LOG\\\"; mkdir -p out && echo {i} > out/t{i}.txt\"\noutputs = [\"out/t{i}.txt\"]\n{deps}\n\n"
             )
@@ -216,7 +241,7 @@ async fn a_read_only_server_serves_hits_and_uploads_are_skipped_with_one_warning
     let stderr = text(&hits.stderr);
     assert!(hits.status.success(), "{stderr}");
     assert!(dev.runs().is_empty(), "{stderr}");
-    assert_eq!(stderr.matches("cache hit (remote)").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches("cache hit (remote)").count(), 4, "{stderr}");
 
     // A new result is not uploaded: one warning, the run succeeds.
     fs::write(dev.project.join("src/a.txt"), "changed\n").unwrap();
@@ -255,7 +280,7 @@ async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() 
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
-    assert_eq!(machine.runs(), ["gen", "build", "test"]);
+    assert_eq!(machine.sorted_runs(), ["build", "gen", "lint", "test"]);
 
     let good = server.token();
     let wrong_instance = machine.remote_config(&format!(
