@@ -98,9 +98,13 @@ impl RemoteClient {
             );
             return Ok(Downloaded::Corrupt);
         }
-        let mut result = to_local(&remote, manifest, &received, store)?;
-        result.metadata = metadata;
-        store.put_record(local_digest, &result)?;
+        // The rest of the blobs and the record are written (and fsynced) off the async workers.
+        let result = blocking(|| -> Result<ActionResult, RemoteError> {
+            let mut result = to_local(&remote, manifest, &received, store)?;
+            result.metadata = metadata;
+            store.put_record(local_digest, &result)?;
+            Ok(result)
+        })?;
         tracing::debug!(action = %local_digest.short(), "downloaded a result from the remote cache");
         Ok(Downloaded::Hit(Box::new(result)))
     }
@@ -118,7 +122,8 @@ impl RemoteClient {
             if (bytes.len() as u64) < threshold {
                 received.small.insert(digest.hash.clone(), bytes);
             } else {
-                received.stored.insert(digest.hash.clone(), store.put_bytes(&bytes)?);
+                let stored = blocking(|| store.put_bytes(&bytes))?;
+                received.stored.insert(digest.hash.clone(), stored);
             }
             Ok(())
         };
@@ -155,6 +160,18 @@ impl RemoteClient {
             Err(error) if error.is_miss() => Ok(None),
             Err(error) => Err(error),
         }
+    }
+}
+
+/// Runs blocking store I/O (writes and their fsyncs) from async code. On a multi-thread
+/// runtime the worker first hands its other tasks to another thread (`block_in_place`), so a
+/// slow disk never stalls the runtime's other tasks; on a current-thread runtime, the caller's
+/// choice, it simply runs.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 
