@@ -376,6 +376,7 @@ impl EnhancedCacheManager {
     /// counts as a remote hit there, and a remote miss is not asked again.
     pub async fn prefetch(&self, key: &ActionKey) {
         let inner = &self.inner;
+        let Some(_pass) = inner.gate.enter() else { return };
         let Some(remote) = inner.runtime.remote() else { return };
         if let Ok(Some(_)) = inner.runtime.memory().get(key.digest).await {
             return;

@@ -33,7 +33,8 @@ pub(super) struct Prefetch {
     started: BTreeSet<String>,
     /// Tasks whose prefetch has not finished.
     unfinished: BTreeSet<String>,
-    /// Tasks that could start a prefetch but wait for room, by position.
+    /// Tasks that could start a prefetch but wait for room among the key computations, by
+    /// position.
     queued: BTreeSet<(usize, String)>,
     /// Tasks ready to run that wait for their prefetch.
     deferred: BTreeSet<String>,
@@ -43,6 +44,8 @@ pub(super) struct Prefetch {
     fetches: JoinSet<()>,
     /// The task each phase in flight is for.
     names: HashMap<Id, String>,
+    /// The most key computations at once. Fetches are not limited here: each waits for the
+    /// remote client's in-flight limit, and holds only its key meanwhile.
     limit: usize,
 }
 
@@ -154,23 +157,30 @@ impl Prefetch {
         event: Event,
     ) {
         let name = match event {
-            Event::Keyed(name, Some(key)) => {
-                self.early.insert(name.clone(), key.digest);
-                let manager = context.manager.clone();
-                let fetch = self.fetches.spawn(async move { manager.prefetch(&key).await });
-                self.names.insert(fetch.id(), name.clone());
-                self.unlocked(context, plan, digests, &name);
-                return;
+            Event::Keyed(name, key) => {
+                let fetching = key.is_some();
+                if let Some(key) = key {
+                    self.early.insert(name.clone(), key.digest);
+                    let manager = context.manager.clone();
+                    let fetch = self.fetches.spawn(async move { manager.prefetch(&key).await });
+                    self.names.insert(fetch.id(), name.clone());
+                    self.unlocked(context, plan, digests, &name);
+                }
+                // A key computation ended: another may start.
+                while self.keys.len() < self.limit {
+                    let Some((_, next)) = self.queued.pop_first() else { break };
+                    self.start(context, plan, digests, next);
+                }
+                if fetching {
+                    return;
+                }
+                name
             }
-            Event::Keyed(name, None) | Event::Fetched(name) => name,
+            Event::Fetched(name) => name,
         };
         self.unfinished.remove(&name);
         if self.deferred.remove(&name) {
             self.resumed.push_back(name);
-        }
-        while self.unfinished.len() < self.limit {
-            let Some((_, next)) = self.queued.pop_first() else { break };
-            self.start(context, plan, digests, next);
         }
     }
 
@@ -228,7 +238,7 @@ impl Prefetch {
         if !plan.dependencies_of(name).iter().all(known) {
             return;
         }
-        if self.unfinished.len() >= self.limit {
+        if self.keys.len() >= self.limit {
             self.queued.insert((position, name.to_owned()));
             return;
         }

@@ -62,7 +62,19 @@ pub(super) async fn execute(
         }
     };
     let options = ExecuteOptions { store_in_background: true };
-    let execution = context.manager.execute_with(invocation, options, execute_fn).await?;
+    // Ctrl-C ends the wait at once, wherever it is: a lookup (a slow remote answers within its
+    // deadline only) or the execution (whose process group the runner kills; its leader task
+    // finishes on its own and shutdown joins it).
+    let mut cancel = context.cancel.clone();
+    let execution = tokio::select! {
+        execution = context.manager.execute_with(invocation, options, execute_fn) => execution?,
+        Ok(_) = cancel.wait_for(|cancelled| *cancelled) => {
+            return Err(Error::Execute {
+                task: name.to_owned(),
+                source: Arc::new(io::Error::new(io::ErrorKind::Interrupted, "interrupted")),
+            });
+        }
+    };
     let digest = match execution.digest {
         Some(digest) => Some(digest),
         None if needs_digest => Some(context.manager.compute_key(invocation).await?.digest),

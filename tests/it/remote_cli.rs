@@ -305,3 +305,48 @@ async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() 
     assert_eq!(test.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("PASS  remote cache:") && stdout.contains("digest SHA256"), "{stdout}");
 }
+
+/// Runs `task` against a server that accepts connections and never answers (every call waits
+/// for its 60 s deadline), sends Ctrl-C after 800 ms, and returns the tasks that executed.
+async fn interrupt_while_the_remote_hangs(machine: &Machine, task: &str) -> Vec<String> {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("grpc://{}", silent.local_addr().unwrap());
+    let config = machine.remote_config(&format!(
+        r#"{{"remote_cache": {{"endpoint": "{endpoint}", "timeout_seconds": 60}}}}"#
+    ));
+    let child = machine
+        .command(&endpoint, &["--cache-config", config.to_str().unwrap(), "run", task])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for every first-wave lookup to be waiting on the silent server.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill only sends a signal, to our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let interrupted_at = std::time::Instant::now();
+    let output =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(interrupted_at.elapsed() < Duration::from_secs(10), "{stderr}");
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("Interrupted"), "{stderr}");
+    drop(silent);
+    machine.runs()
+}
+
+#[tokio::test]
+async fn ctrl_c_while_a_remote_lookup_hangs_stops_the_run_at_once() {
+    // The first tasks wait for their prefetch.
+    let machine = Machine::new();
+    let runs = interrupt_while_the_remote_hangs(&machine, "test").await;
+    assert!(runs.is_empty(), "nothing started while its lookup waited: {runs:?}");
+
+    // A task that reads its dependency's output is looked up when it is about to run.
+    let machine = Machine::new();
+    let graph = "[tasks.prep]\ncommand = \"echo prep >> \\\"$RUNS_LOG\\\"; mkdir -p out && echo x > out/p.txt\"\noutputs = [\"out/p.txt\"]\ncache = false\n\n\
+                 [tasks.use]\ncommand = \"echo use >> \\\"$RUNS_LOG\\\"; cat out/p.txt\"\ninputs = [\"out/p.txt\"]\ndependencies = [\"prep\"]\n";
+    fs::write(machine.project.join("cuenv.toml"), graph).unwrap();
+    assert_eq!(interrupt_while_the_remote_hangs(&machine, "use").await, ["prep"]);
+}

@@ -1,8 +1,9 @@
 //! The `RemoteSync` actor: owns the REAPI client, downloads on a local miss, and uploads in the
 //! background after a task finished, so an upload never delays a run.
 //!
-//! Downloads and uploads run as tasks in two `JoinSet`s the actor owns. At shutdown it stops
-//! accepting work, waits for pending uploads up to a bound, and says how many it dropped. The
+//! Downloads and uploads run as tasks in two `JoinSet`s the actor owns. A download whose
+//! caller stopped waiting ends at once. At shutdown it stops accepting work, waits for pending
+//! uploads up to a bound, and says how many it dropped. The
 //! remote's outcome counters are forwarded to the Stats actor (by `try_send`) as they change.
 
 use std::sync::Arc;
@@ -185,10 +186,17 @@ impl RemoteActor {
 
     fn handle(&mut self, message: RemoteMessage) {
         match message {
-            RemoteMessage::Download { digest, manifest, reply } => {
+            RemoteMessage::Download { digest, manifest, mut reply } => {
                 let (client, store) = (self.client.clone(), Arc::clone(&self.store));
+                // A download nobody waits for any more (the caller was cancelled) stops at its
+                // next await; what it stored so far is complete blobs, and no record.
                 self.downloads.spawn(async move {
-                    let _ = reply.send(client.download_or_miss(&digest, &manifest, &store).await);
+                    tokio::select! {
+                        found = client.download_or_miss(&digest, &manifest, &store) => {
+                            let _ = reply.send(found);
+                        }
+                        () = reply.closed() => {}
+                    }
                 });
             }
             RemoteMessage::Upload { digest, result } => {
@@ -197,10 +205,15 @@ impl RemoteActor {
                     client.upload_or_skip(&digest, &result, &store).await;
                 });
             }
-            RemoteMessage::Check { reply } => {
+            RemoteMessage::Check { mut reply } => {
                 let client = self.client.clone();
                 self.downloads.spawn(async move {
-                    let _ = reply.send(client.check().await);
+                    tokio::select! {
+                        report = client.check() => {
+                            let _ = reply.send(report);
+                        }
+                        () = reply.closed() => {}
+                    }
                 });
             }
             RemoteMessage::Counters { reply } => {
