@@ -24,8 +24,9 @@ pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 * MIB;
 pub const DEFAULT_STATS_RETENTION_DAYS: u32 = 30;
 /// Default `remote_cache.timeout_seconds`.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
-/// Default `remote_cache.max_concurrent`.
-pub const DEFAULT_MAX_CONCURRENT: usize = 16;
+/// Default `remote_cache.max_concurrent`. Lookups are latency-bound (one round trip each), so
+/// the window is wide; a server that cannot take that many narrows it (`RESOURCE_EXHAUSTED`).
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 /// Default `env_include`: variables that commonly change what a task does.
 pub const DEFAULT_ENV_INCLUDE: [&str; 6] = ["PATH", "HOME", "USER", "SHELL", "LANG", "CUENV_*"];
 /// Default `env_exclude`: variables that change on every run or only affect the terminal.

@@ -70,7 +70,7 @@ fn remote_defaults_are_exactly_as_documented() {
     assert_eq!(remote.instance_name, "");
     assert_eq!(remote.auth_token, None);
     assert_eq!(remote.timeout_seconds, 30);
-    assert_eq!(remote.max_concurrent, 16);
+    assert_eq!(remote.max_concurrent, 64);
     assert!(remote.upload_enabled);
     assert!(remote.download_enabled);
     assert_eq!(remote.tls, None);

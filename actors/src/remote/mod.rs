@@ -79,7 +79,7 @@ pub struct RemoteSettings {
 
 impl RemoteSettings {
     /// Settings for `endpoint` with the default instance, no credentials, a 30 s timeout,
-    /// 16 RPCs in flight, uploads and downloads enabled.
+    /// 64 RPCs in flight, uploads and downloads enabled.
     pub fn new(endpoint: impl Into<String>) -> Self {
         RemoteSettings {
             endpoint: endpoint.into(),
@@ -88,7 +88,7 @@ impl RemoteSettings {
             ca_cert: None,
             domain_name: None,
             timeout: Duration::from_secs(30),
-            max_concurrent: 16,
+            max_concurrent: 64,
             upload_enabled: true,
             download_enabled: true,
             tuning: RemoteTuning::default(),
