@@ -87,11 +87,23 @@ impl Printer {
         self.write(stream, &out);
     }
 
-    /// Replays a captured log, line by line.
+    /// Replays a captured log: every line labelled, written at once, so a replayed log is
+    /// never interleaved with other tasks' lines.
     pub(crate) fn replay(&self, task: &str, stream: Stream, log: &[u8]) {
-        for line in log.split_inclusive(|byte| *byte == b'\n') {
-            self.line(task, stream, line);
+        if log.is_empty() {
+            return;
         }
+        let label = self.label(task);
+        let lines = log.split_inclusive(|byte| *byte == b'\n');
+        let mut out = Vec::with_capacity(log.len() + (label.len() + 1) * lines.clone().count());
+        for line in lines {
+            out.extend_from_slice(label.as_bytes());
+            out.extend_from_slice(line);
+            if !line.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+        self.write(stream, &out);
     }
 
     /// A status note about a task (cache hit, failure), on stderr.
