@@ -128,6 +128,8 @@ pub(crate) struct Context {
     /// One permit per task process allowed to run at once (`--jobs`). Keys, lookups and
     /// replays take no permit: a hit has no process, so hits never wait behind executions.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// The shell every task runs in.
+    pub(crate) shell: Arc<std::path::Path>,
 }
 
 /// Checks that the run can be planned: every task exists, and no two tasks that may run at the
@@ -159,6 +161,7 @@ pub async fn run(
         printer: Arc::clone(&printer),
         cancel,
         slots,
+        shell: process::shell(),
     });
     let tasks = schedule(&context, plan).await;
     printer.finish();

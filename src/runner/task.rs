@@ -35,6 +35,7 @@ pub(super) async fn execute(
     };
     let spawn = Spawn {
         task: name.to_owned(),
+        shell: Arc::clone(&context.shell),
         shell_text: task.shell_text().to_owned(),
         args: args.to_vec(),
         cwd: task.working_dir_path(&context.file.root),
