@@ -241,7 +241,8 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             }
             plan.completed(&report.name);
             if let Some(prefetch) = &mut prefetch {
-                prefetch.completed(context, &plan, &digests, &report.name);
+                let remote_hit = report.status == TaskStatus::Cached(Tier::Remote);
+                prefetch.completed(context, &plan, &digests, &report.name, remote_hit);
             }
         } else {
             stopping |= !context.options.keep_going;

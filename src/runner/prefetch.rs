@@ -10,6 +10,10 @@
 //! made that lookup local. A task whose prefetch is still going waits for it, so one result is
 //! never downloaded twice.
 //!
+//! Prefetching starts with the run's first remote hit. Until then every result came from the
+//! local store (or the remote did not have it), and computing keys ahead would only compute
+//! them twice: a full local hit with a remote configured costs what it costs without one.
+//!
 //! Each prefetch has two phases, each a task in its own `JoinSet`: the key (whose digest then
 //! unlocks the dependents' keys), then the fetch.
 
@@ -29,6 +33,10 @@ pub(super) struct Prefetch {
     tasks: BTreeMap<String, (usize, bool)>,
     /// Digests of keys computed early, by task.
     early: BTreeMap<String, Digest>,
+    /// Set by the run's first remote hit; nothing is prefetched before.
+    armed: bool,
+    /// Tasks handed to the run (never prefetched after that).
+    ran: BTreeSet<String>,
     /// Tasks whose prefetch started (finished or not).
     started: BTreeSet<String>,
     /// Tasks whose prefetch has not finished.
@@ -75,6 +83,8 @@ impl Prefetch {
         Some(Prefetch {
             tasks,
             early: BTreeMap::new(),
+            armed: false,
+            ran: BTreeSet::new(),
             started: BTreeSet::new(),
             unfinished: BTreeSet::new(),
             queued: BTreeSet::new(),
@@ -96,10 +106,8 @@ impl Prefetch {
         digests: &BTreeMap<String, Digest>,
         name: &str,
     ) -> bool {
-        if !self.started.contains(name) && self.tasks.get(name).is_some_and(|(_, ok)| *ok) {
-            // Its dependencies are all done, so all their digests are known (or never will be).
-            self.consider(context, plan, digests, name);
-        }
+        // Its dependencies are all done, so all their digests are known (or never will be).
+        self.consider(context, plan, digests, name);
         let queued = self
             .tasks
             .get(name)
@@ -108,6 +116,7 @@ impl Prefetch {
             self.deferred.insert(name.to_owned());
             return false;
         }
+        self.ran.insert(name.to_owned());
         true
     }
 
@@ -185,14 +194,23 @@ impl Prefetch {
     }
 
     /// A task completed (with `digests` holding its final digest): its dependents may now
-    /// have every dependency digest.
+    /// have every dependency digest. The first remote hit starts prefetching for every task
+    /// not handed to the run yet.
     pub(super) fn completed(
         &mut self,
         context: &Arc<Context>,
         plan: &Plan,
         digests: &BTreeMap<String, Digest>,
         name: &str,
+        remote_hit: bool,
     ) {
+        if remote_hit && !self.armed {
+            self.armed = true;
+            for task in &plan.order {
+                self.consider(context, plan, digests, task);
+            }
+            return;
+        }
         self.unlocked(context, plan, digests, name);
     }
 
@@ -231,7 +249,11 @@ impl Prefetch {
         name: &str,
     ) {
         let Some(&(position, true)) = self.tasks.get(name) else { return };
-        if self.started.contains(name) || self.queued.contains(&(position, name.to_owned())) {
+        if !self.armed
+            || self.ran.contains(name)
+            || self.started.contains(name)
+            || self.queued.contains(&(position, name.to_owned()))
+        {
             return;
         }
         let known = |dep: &String| digests.contains_key(dep) || self.early.contains_key(dep);
