@@ -34,6 +34,9 @@ use crate::key::{TaskInvocation, key_request};
 use crate::single_flight::{Join, SingleFlight};
 use crate::task::TaskConfig;
 
+/// The most prefetch outcomes kept for lookups still to come.
+const PREFETCH_MEMO_CAP: usize = 16_384;
+
 /// How long a process waits for another process executing the same action before it executes
 /// itself, when the task sets no `cacheConfig.timeout`.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
@@ -387,7 +390,14 @@ impl EnhancedCacheManager {
         // An error (the actor gone) reads as a miss, as in the lookup itself.
         let fetched =
             matches!(remote.download(key.digest, key.manifest.clone()).await, Ok(Some(_)));
-        inner.prefetched().insert(key.digest, fetched);
+        let mut prefetched = inner.prefetched();
+        // Entries a lookup never took (a task that did not run) must not pile up in a
+        // long-lived manager. Losing one costs its lookup a remote call, or reports a fetched
+        // result as a local hit.
+        if prefetched.len() >= PREFETCH_MEMO_CAP {
+            prefetched.clear();
+        }
+        prefetched.insert(key.digest, fetched);
     }
 
     /// The cached result of `digest`, from memory or disk (filling memory).
