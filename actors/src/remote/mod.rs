@@ -121,7 +121,7 @@ pub struct RemoteTuning {
     pub attempts: u32,
     /// The delay before the first retry; doubled on each further one, with ±50 % jitter.
     pub base_delay: Duration,
-    /// Consecutive failed RPCs that open the circuit breaker.
+    /// Consecutive failed attempts (across all calls) that open the circuit breaker.
     pub breaker_threshold: u32,
     /// How long the breaker stays open before one probe call is let through.
     pub breaker_cooldown: Duration,

@@ -7,10 +7,12 @@
 //! - `RESOURCE_EXHAUSTED` also narrows the in-flight limit (`limit.rs`). A call refused
 //!   while the window was wider than it is now retries at once, without a backoff: the
 //!   narrower window is the backoff.
-//! - The breaker counts RPCs that still fail after retries with a transient or broken-server
-//!   code. At `tuning.breaker_threshold` in a row it opens (one warning), refuses calls for
-//!   `tuning.breaker_cooldown`, then lets one probe through (half-open): success closes it,
-//!   failure reopens it quietly.
+//! - The breaker counts failed attempts (a transient or broken-server code, or a refusal as
+//!   overloaded that could not narrow the window), and a retry asks it first. So a server that
+//!   stalls every call is given up on after one round of deadlines, not after every call in
+//!   flight has used all its attempts. At `tuning.breaker_threshold` failures in a row it opens
+//!   (one warning), refuses calls for `tuning.breaker_cooldown`, then lets one probe through
+//!   (half-open): success closes it, failure reopens it quietly.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -159,16 +161,20 @@ impl RemoteClient {
                 narrowed += 1;
                 continue;
             }
+            match meaning {
+                Meaning::Transient | Meaning::Broken => inner.breaker.failed(),
+                Meaning::Miss | Meaning::Rejected => inner.breaker.succeeded(),
+            }
             if meaning == Meaning::Transient && attempts < tuning.attempts {
                 tracing::debug!(rpc, code = ?status.code(), attempts, "remote call failed; retrying");
                 attempts += 1;
                 tokio::time::sleep(jittered(delay)).await;
                 delay = delay.saturating_mul(2);
+                if let Err(retry_in) = inner.breaker.admit() {
+                    counters::bump(&inner.counters.short_circuited);
+                    return Err(RemoteError::CircuitOpen { retry_in });
+                }
                 continue;
-            }
-            match meaning {
-                Meaning::Transient | Meaning::Broken => inner.breaker.failed(),
-                Meaning::Miss | Meaning::Rejected => inner.breaker.succeeded(),
             }
             return Err(RemoteError::from_status(rpc, &inner.settings.instance_name, status));
         }

@@ -302,6 +302,31 @@ async fn hung_calls_time_out_and_trip_the_breaker() {
     assert!(miss.is_miss() && !client.circuit_open());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_stalled_server_is_given_up_on_after_one_round_of_deadlines() {
+    // Four attempts of 5 s each, eight calls in flight: without counting attempts, every call
+    // would wait out all four deadlines (20 s and more) before the breaker heard of it.
+    let client = offline_client(4, 3).await;
+    let started = tokio::time::Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        calls.spawn(async move {
+            client.call("Test.Hang", |_| std::future::pending::<Result<(), Status>>()).await
+        });
+    }
+    for outcome in calls.join_all().await {
+        assert!(
+            matches!(outcome, Err(RemoteError::CircuitOpen { .. })),
+            "every retry meets the open breaker: {outcome:?}"
+        );
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    assert!(client.circuit_open());
+    assert_eq!(client.counters().short_circuited, 8);
+}
+
 #[tokio::test]
 async fn debug_output_never_shows_the_token() {
     let mut settings = RemoteSettings::new("grpc://127.0.0.1:1");
