@@ -80,19 +80,51 @@ fn joined(working_dir: Option<&str>, patterns: &[String]) -> Vec<Output> {
 /// For each task of the plan (by position), whether its inputs may include a file that one of
 /// its dependencies, direct or not, declares as an output. A task for which this is `false`
 /// has the same key before its dependencies run as after, so its key can be computed early.
+///
+/// Outputs are sorted by literal base, so each input is compared only with the outputs whose
+/// base is under its own or above it (near-linear for one directory per package), and only
+/// then is the owner checked against the task's ancestors.
 pub(crate) fn reads_upstream_outputs(file: &TaskFile, plan: &Plan) -> Vec<bool> {
-    let outputs: Vec<Vec<Output>> = plan.order.iter().map(|name| outputs_of(file, name)).collect();
+    let mut outputs: Vec<(usize, Output)> = plan
+        .order
+        .iter()
+        .enumerate()
+        .flat_map(|(task, name)| outputs_of(file, name).into_iter().map(move |out| (task, out)))
+        .collect();
+    outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
     let ancestors = plan.ancestors();
     plan.order
         .iter()
         .enumerate()
         .map(|(position, name)| {
-            let inputs = inputs_of(file, name);
-            (0..position)
-                .filter(|&dep| ancestors[position][dep / 64] & (1 << (dep % 64)) != 0)
-                .any(|dep| outputs[dep].iter().any(|out| inputs.iter().any(|i| overlap(i, out))))
+            let upstream = |task: usize| ancestors[position][task / 64] & (1 << (task % 64)) != 0;
+            inputs_of(file, name).iter().any(|input| {
+                related(&outputs, &input.base)
+                    .any(|(task, output)| upstream(*task) && overlap(input, output))
+            })
         })
         .collect()
+}
+
+/// The outputs (sorted by base) whose base is `base`, lies under it, or lies above it.
+fn related<'a>(
+    outputs: &'a [(usize, Output)],
+    base: &'a str,
+) -> impl Iterator<Item = &'a (usize, Output)> + 'a {
+    let from = outputs.partition_point(|(_, out)| out.base.as_str() < base);
+    let under = outputs[from..]
+        .iter()
+        .take_while(move |(_, out)| out.base.starts_with(base))
+        .filter(move |(_, out)| within(&out.base, base));
+    // Each proper ancestor directory of `base`, the project root included.
+    let parents = std::iter::once("")
+        .chain(base.match_indices('/').map(move |(at, _)| &base[..at]))
+        .filter(move |parent| *parent != base);
+    let above = parents.flat_map(move |parent| {
+        let start = outputs.partition_point(|(_, out)| out.base.as_str() < parent);
+        outputs[start..].iter().take_while(move |(_, out)| out.base == parent)
+    });
+    under.chain(above)
 }
 
 /// Whether `inner` is `outer` or lies below it.
@@ -261,14 +293,16 @@ mod plan_tests {
             ),
             // An input outside the project could be anything.
             ("outside".to_owned(), with(&["../../x"], &[], &["gen"], Some("lib"))),
+            // Under an upstream output directory, and beside one whose name starts the same.
+            ("under".to_owned(), with(&["lib/dist/x/*.js"], &[], &["lib"], None)),
+            ("beside".to_owned(), with(&["lib/dist-old/**", "libs/**"], &[], &["lib"], None)),
         ]);
         let (file, plan) = file_and_plan(tasks);
         let plan = plan.unwrap();
         let reads = reads_upstream_outputs(&file, &plan);
         let of = |name: &str| reads[plan.order.iter().position(|n| n == name).unwrap()];
-        assert!(of("app"));
-        assert!(of("outside"));
-        assert!(!of("gen") && !of("lib") && !of("docs") && !of("pinned"));
+        assert!(of("app") && of("outside") && of("under"));
+        assert!(!of("gen") && !of("lib") && !of("docs") && !of("pinned") && !of("beside"));
     }
 
     #[test]

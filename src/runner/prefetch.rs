@@ -29,7 +29,8 @@ use super::{Context, overlap, task};
 
 /// The prefetch state of one run.
 pub(super) struct Prefetch {
-    /// By task: position in the plan's order, and whether it may be prefetched.
+    /// By task: position in the plan's order, and whether it may be prefetched (cached with a
+    /// remote to read; once armed, also not reading any upstream output).
     tasks: BTreeMap<String, (usize, bool)>,
     /// Digests of keys computed early, by task.
     early: BTreeMap<String, Digest>,
@@ -73,12 +74,12 @@ impl Prefetch {
         if !plan.order.iter().any(wanted) {
             return None;
         }
-        let reads = overlap::reads_upstream_outputs(file, plan);
+        // Which of these read an upstream output is worked out when prefetching starts.
         let tasks = plan
             .order
             .iter()
             .enumerate()
-            .map(|(position, name)| (name.clone(), (position, wanted(name) && !reads[position])))
+            .map(|(position, name)| (name.clone(), (position, wanted(name))))
             .collect();
         Some(Prefetch {
             tasks,
@@ -206,6 +207,10 @@ impl Prefetch {
     ) {
         if remote_hit && !self.armed {
             self.armed = true;
+            let reads = overlap::reads_upstream_outputs(&context.file, plan);
+            for (position, eligible) in self.tasks.values_mut() {
+                *eligible &= !reads[*position];
+            }
             for task in &plan.order {
                 self.consider(context, plan, digests, task);
             }
