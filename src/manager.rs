@@ -381,10 +381,7 @@ impl EnhancedCacheManager {
         let inner = &self.inner;
         let Some(_pass) = inner.gate.enter() else { return };
         let Some(remote) = inner.runtime.remote() else { return };
-        if let Ok(Some(_)) = inner.runtime.memory().get(key.digest).await {
-            return;
-        }
-        if let Ok(DiskLookup::Hit(_)) = inner.runtime.disk().lookup(key.digest).await {
+        if self.get_cached_result(&key.digest).await.is_some() {
             return;
         }
         // An error (the actor gone) reads as a miss, as in the lookup itself.

@@ -188,7 +188,7 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             let resumed = prefetch.as_mut().and_then(prefetch::Prefetch::next_resumed);
             let Some(name) = resumed.or_else(|| plan.next_ready()) else { break };
             if let Some(prefetch) = &mut prefetch
-                && !prefetch.may_run(context, &plan, &digests, &name)
+                && !prefetch.may_run(&plan, &digests, &name)
             {
                 continue;
             }
@@ -212,7 +212,7 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             Some(prefetch) if !prefetch.is_idle() => tokio::select! {
                 Some(joined) = running.join_next() => joined,
                 event = prefetch.next() => {
-                    prefetch.handle(context, &plan, &digests, event);
+                    prefetch.handle(&plan, &digests, event);
                     continue;
                 }
                 // Ctrl-C stops the prefetches at once (the loop's top sees it).
@@ -242,7 +242,7 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             plan.completed(&report.name);
             if let Some(prefetch) = &mut prefetch {
                 let remote_hit = report.status == TaskStatus::Cached(Tier::Remote);
-                prefetch.completed(context, &plan, &digests, &report.name, remote_hit);
+                prefetch.completed(&plan, &digests, &report.name, remote_hit);
             }
         } else {
             stopping |= !context.options.keep_going;

@@ -18,6 +18,15 @@ const COLORS: [&str; 6] = ["\x1b[36m", "\x1b[33m", "\x1b[35m", "\x1b[32m", "\x1b
 const RESET: &str = "\x1b[0m";
 const DIM: &str = "\x1b[2m";
 
+/// Appends `label`, `line` and the newline `line` lacks, if it lacks one.
+fn push_line(out: &mut Vec<u8>, label: &str, line: &[u8]) {
+    out.extend_from_slice(label.as_bytes());
+    out.extend_from_slice(line);
+    if !line.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+}
+
 /// Serialises everything written to the terminal.
 pub(crate) struct Printer {
     /// Task names, for a stable colour and the prefix width.
@@ -79,11 +88,9 @@ impl Printer {
 
     /// One line of a task's output (the trailing newline is added if missing).
     pub(crate) fn line(&self, task: &str, stream: Stream, line: &[u8]) {
-        let mut out = self.label(task).into_bytes();
-        out.extend_from_slice(line);
-        if !line.ends_with(b"\n") {
-            out.push(b'\n');
-        }
+        let label = self.label(task);
+        let mut out = Vec::with_capacity(label.len() + line.len() + 1);
+        push_line(&mut out, &label, line);
         self.write(stream, &out);
     }
 
@@ -94,14 +101,9 @@ impl Printer {
             return;
         }
         let label = self.label(task);
-        let lines = log.split_inclusive(|byte| *byte == b'\n');
-        let mut out = Vec::with_capacity(log.len() + (label.len() + 1) * lines.clone().count());
-        for line in lines {
-            out.extend_from_slice(label.as_bytes());
-            out.extend_from_slice(line);
-            if !line.ends_with(b"\n") {
-                out.push(b'\n');
-            }
+        let mut out = Vec::with_capacity(log.len() + label.len() + 1);
+        for line in log.split_inclusive(|byte| *byte == b'\n') {
+            push_line(&mut out, &label, line);
         }
         self.write(stream, &out);
     }

@@ -52,7 +52,13 @@ impl Output {
 /// project (checked when it is read); one that does not is refused when the task runs.
 fn outputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
     let config = &file.tasks[task];
-    joined(config.working_dir.as_deref(), &config.outputs)
+    let working_dir = config.working_dir.as_deref().unwrap_or_default();
+    config
+        .outputs
+        .iter()
+        .filter_map(|raw| join_normalised(working_dir, raw))
+        .map(Output::new)
+        .collect()
 }
 
 /// The files a task's key reads (`inputs` and `extraInputs`), joined like outputs; none when a
@@ -70,11 +76,6 @@ fn inputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
         .chain(&config.cache_config.extra_inputs)
         .map(|raw| Output::new(join_normalised(working_dir, raw).unwrap_or_else(|| "**".into())))
         .collect()
-}
-
-fn joined(working_dir: Option<&str>, patterns: &[String]) -> Vec<Output> {
-    let working_dir = working_dir.unwrap_or_default();
-    patterns.iter().filter_map(|raw| join_normalised(working_dir, raw)).map(Output::new).collect()
 }
 
 /// For each task of the plan (by position), whether its inputs may include a file that one of
@@ -97,10 +98,10 @@ pub(crate) fn reads_upstream_outputs(file: &TaskFile, plan: &Plan) -> Vec<bool> 
         .iter()
         .enumerate()
         .map(|(position, name)| {
-            let upstream = |task: usize| ancestors[position][task / 64] & (1 << (task % 64)) != 0;
             inputs_of(file, name).iter().any(|input| {
-                related(&outputs, &input.base)
-                    .any(|(task, output)| upstream(*task) && overlap(input, output))
+                related(&outputs, &input.base).any(|(task, output)| {
+                    ancestors.depends(position, *task) && overlap(input, output)
+                })
             })
         })
         .collect()
@@ -168,7 +169,6 @@ pub(crate) fn check(file: &TaskFile, plan: &Plan) -> Result<(), Error> {
         .collect();
     outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
     let ancestors = plan.ancestors();
-    let depends = |a: usize, b: usize| ancestors[a][b / 64] & (1 << (b % 64)) != 0;
     let mut reported = BTreeSet::new();
     let mut problems = Vec::new();
     for (index, (a, x)) in outputs.iter().enumerate() {
@@ -177,7 +177,8 @@ pub(crate) fn check(file: &TaskFile, plan: &Plan) -> Result<(), Error> {
             outputs[index + 1..].iter().take_while(|(_, y)| y.base.starts_with(x.base.as_str()))
         {
             let (first, second) = ((*a).min(*b), (*a).max(*b));
-            if a == b || depends(first, second) || depends(second, first) || !overlap(x, y) {
+            let ordered = ancestors.depends(first, second) || ancestors.depends(second, first);
+            if a == b || ordered || !overlap(x, y) {
                 continue;
             }
             if reported.insert((first, second)) {

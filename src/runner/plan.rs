@@ -135,9 +135,9 @@ impl Plan {
         left
     }
 
-    /// For each task (by position in `order`), the set of its transitive dependencies as a
-    /// bitset over positions. Two tasks may run at the same time when neither is in the other's.
-    pub(crate) fn ancestors(&self) -> Vec<Vec<u64>> {
+    /// For each task (by position in `order`), the set of its transitive dependencies. Two
+    /// tasks may run at the same time when neither is in the other's.
+    pub(crate) fn ancestors(&self) -> Ancestry {
         let position: BTreeMap<&str, usize> =
             self.order.iter().enumerate().map(|(index, name)| (name.as_str(), index)).collect();
         let words = self.order.len().div_ceil(64);
@@ -154,6 +154,16 @@ impl Plan {
             }
             ancestors.push(set);
         }
-        ancestors
+        Ancestry(ancestors)
+    }
+}
+
+/// Each task's transitive dependencies, as a bitset over positions in the plan's order.
+pub(crate) struct Ancestry(Vec<Vec<u64>>);
+
+impl Ancestry {
+    /// Whether the task at `task` depends, directly or not, on the one at `on`.
+    pub(crate) fn depends(&self, task: usize, on: usize) -> bool {
+        self.0[task][on / 64] & (1 << (on % 64)) != 0
     }
 }

@@ -29,6 +29,7 @@ use super::{Context, overlap, task};
 
 /// The prefetch state of one run.
 pub(super) struct Prefetch {
+    context: Arc<Context>,
     /// By task: position in the plan's order, and whether it may be prefetched (cached with a
     /// remote to read; once armed, also not reading any upstream output).
     tasks: BTreeMap<String, (usize, bool)>,
@@ -40,10 +41,9 @@ pub(super) struct Prefetch {
     ran: BTreeSet<String>,
     /// Tasks whose prefetch started (finished or not).
     started: BTreeSet<String>,
-    /// Tasks whose prefetch has not finished.
+    /// Tasks whose prefetch has not finished (queued included).
     unfinished: BTreeSet<String>,
-    /// Tasks that could start a prefetch but wait for room among the key computations, by
-    /// position.
+    /// Tasks whose prefetch waits for room among the key computations, by position.
     queued: BTreeSet<(usize, String)>,
     /// Tasks ready to run that wait for their prefetch.
     deferred: BTreeSet<String>,
@@ -68,7 +68,7 @@ pub(super) enum Event {
 
 impl Prefetch {
     /// The prefetch state for `plan`, or `None` when no task of it can use one.
-    pub(super) fn new(context: &Context, plan: &Plan, limit: usize) -> Option<Self> {
+    pub(super) fn new(context: &Arc<Context>, plan: &Plan, limit: usize) -> Option<Self> {
         let file = &context.file;
         let wanted = |name: &String| context.manager.prefetches(&file.tasks[name]);
         if !plan.order.iter().any(wanted) {
@@ -82,6 +82,7 @@ impl Prefetch {
             .map(|(position, name)| (name.clone(), (position, wanted(name))))
             .collect();
         Some(Prefetch {
+            context: Arc::clone(context),
             tasks,
             early: BTreeMap::new(),
             armed: false,
@@ -102,18 +103,13 @@ impl Prefetch {
     /// that could be prefetched but was not yet starts its prefetch here).
     pub(super) fn may_run(
         &mut self,
-        context: &Arc<Context>,
         plan: &Plan,
         digests: &BTreeMap<String, Digest>,
         name: &str,
     ) -> bool {
         // Its dependencies are all done, so all their digests are known (or never will be).
-        self.consider(context, plan, digests, name);
-        let queued = self
-            .tasks
-            .get(name)
-            .is_some_and(|(position, _)| self.queued.contains(&(*position, name.to_owned())));
-        if queued || self.unfinished.contains(name) {
+        self.consider(plan, digests, name);
+        if self.unfinished.contains(name) {
             self.deferred.insert(name.to_owned());
             return false;
         }
@@ -159,27 +155,21 @@ impl Prefetch {
 
     /// Takes in what finished: a digest unlocks dependents' keys; a fetch (or a key with
     /// nothing to fetch) ends the task's prefetch.
-    pub(super) fn handle(
-        &mut self,
-        context: &Arc<Context>,
-        plan: &Plan,
-        digests: &BTreeMap<String, Digest>,
-        event: Event,
-    ) {
+    pub(super) fn handle(&mut self, plan: &Plan, digests: &BTreeMap<String, Digest>, event: Event) {
         let name = match event {
             Event::Keyed(name, key) => {
                 let fetching = key.is_some();
                 if let Some(key) = key {
                     self.early.insert(name.clone(), key.digest);
-                    let manager = context.manager.clone();
+                    let manager = self.context.manager.clone();
                     let fetch = self.fetches.spawn(async move { manager.prefetch(&key).await });
                     self.names.insert(fetch.id(), name.clone());
-                    self.unlocked(context, plan, digests, &name);
+                    self.unlocked(plan, digests, &name);
                 }
                 // A key computation ended: another may start.
                 while self.keys.len() < self.limit {
                     let Some((_, next)) = self.queued.pop_first() else { break };
-                    self.start(context, plan, digests, next);
+                    self.start(plan, digests, next);
                 }
                 if fetching {
                     return;
@@ -199,7 +189,6 @@ impl Prefetch {
     /// not handed to the run yet.
     pub(super) fn completed(
         &mut self,
-        context: &Arc<Context>,
         plan: &Plan,
         digests: &BTreeMap<String, Digest>,
         name: &str,
@@ -207,16 +196,16 @@ impl Prefetch {
     ) {
         if remote_hit && !self.armed {
             self.armed = true;
-            let reads = overlap::reads_upstream_outputs(&context.file, plan);
+            let reads = overlap::reads_upstream_outputs(&self.context.file, plan);
             for (position, eligible) in self.tasks.values_mut() {
                 *eligible &= !reads[*position];
             }
             for task in &plan.order {
-                self.consider(context, plan, digests, task);
+                self.consider(plan, digests, task);
             }
             return;
         }
-        self.unlocked(context, plan, digests, name);
+        self.unlocked(plan, digests, name);
     }
 
     /// Stops everything in flight, waits for it to end, and gives back the tasks that were
@@ -232,53 +221,35 @@ impl Prefetch {
         held
     }
 
-    fn unlocked(
-        &mut self,
-        context: &Arc<Context>,
-        plan: &Plan,
-        digests: &BTreeMap<String, Digest>,
-        name: &str,
-    ) {
+    fn unlocked(&mut self, plan: &Plan, digests: &BTreeMap<String, Digest>, name: &str) {
         for dependent in plan.dependents_of(name) {
-            self.consider(context, plan, digests, dependent);
+            self.consider(plan, digests, dependent);
         }
     }
 
     /// Starts (or queues) `name`'s prefetch if it may have one and every dependency's digest
     /// is known, final or early.
-    fn consider(
-        &mut self,
-        context: &Arc<Context>,
-        plan: &Plan,
-        digests: &BTreeMap<String, Digest>,
-        name: &str,
-    ) {
+    fn consider(&mut self, plan: &Plan, digests: &BTreeMap<String, Digest>, name: &str) {
         let Some(&(position, true)) = self.tasks.get(name) else { return };
-        if !self.armed
-            || self.ran.contains(name)
-            || self.started.contains(name)
-            || self.queued.contains(&(position, name.to_owned()))
-        {
+        if !self.armed || self.ran.contains(name) || self.started.contains(name) {
             return;
         }
         let known = |dep: &String| digests.contains_key(dep) || self.early.contains_key(dep);
         if !plan.dependencies_of(name).iter().all(known) {
             return;
         }
+        // From here on the task's prefetch is under way, whether its key waits for room or not.
+        self.started.insert(name.to_owned());
+        self.unfinished.insert(name.to_owned());
         if self.keys.len() >= self.limit {
             self.queued.insert((position, name.to_owned()));
             return;
         }
-        self.start(context, plan, digests, name.to_owned());
+        self.start(plan, digests, name.to_owned());
     }
 
-    fn start(
-        &mut self,
-        context: &Arc<Context>,
-        plan: &Plan,
-        digests: &BTreeMap<String, Digest>,
-        name: String,
-    ) {
+    /// Spawns the key computation of `name`, whose prefetch `consider` has begun.
+    fn start(&mut self, plan: &Plan, digests: &BTreeMap<String, Digest>, name: String) {
         let dependencies: BTreeMap<String, Digest> = plan
             .dependencies_of(&name)
             .iter()
@@ -287,9 +258,7 @@ impl Prefetch {
                 Some((dep.clone(), *digest))
             })
             .collect();
-        self.started.insert(name.clone());
-        self.unfinished.insert(name.clone());
-        let context = Arc::clone(context);
+        let context = Arc::clone(&self.context);
         let task = name.clone();
         let key = self.keys.spawn(async move {
             task::early_key(&context, &task, &dependencies).await.map(Box::new)

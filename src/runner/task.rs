@@ -23,16 +23,8 @@ pub(super) async fn execute(
     dependencies: &BTreeMap<String, Digest>,
     needs_digest: bool,
 ) -> Result<(TaskStatus, Option<Digest>, u64), Error> {
-    let task = &context.file.tasks[name];
-    let args = args_of(context, name);
-    let invocation = TaskInvocation {
-        task_name: name,
-        task,
-        project_root: &context.file.root,
-        env: &context.env,
-        args,
-        dependencies,
-    };
+    let invocation = invocation(context, name, dependencies);
+    let (task, args) = (invocation.task, invocation.args);
     let spawn = Spawn {
         task: name.to_owned(),
         shell: Arc::clone(&context.shell),
@@ -86,10 +78,22 @@ pub(super) async fn execute(
     Ok((status, digest, saved))
 }
 
-/// The arguments after `--`, which go to the tasks named on the command line only.
-fn args_of<'a>(context: &'a Context, name: &str) -> &'a [String] {
+/// Task `name` of this run with its dependencies' digests. Arguments after `--` go to the
+/// tasks named on the command line only.
+fn invocation<'a>(
+    context: &'a Context,
+    name: &'a str,
+    dependencies: &'a BTreeMap<String, Digest>,
+) -> TaskInvocation<'a> {
     let requested = context.options.all || context.options.tasks.iter().any(|t| t == name);
-    if requested { &context.options.args } else { &[] }
+    TaskInvocation {
+        task_name: name,
+        task: &context.file.tasks[name],
+        project_root: &context.file.root,
+        env: &context.env,
+        args: if requested { &context.options.args } else { &[] },
+        dependencies,
+    }
 }
 
 /// Task `name`'s key as its files are now, given its dependencies' digests; `None` if it
@@ -99,15 +103,7 @@ pub(super) async fn early_key(
     name: &str,
     dependencies: &BTreeMap<String, Digest>,
 ) -> Option<ActionKey> {
-    let invocation = TaskInvocation {
-        task_name: name,
-        task: &context.file.tasks[name],
-        project_root: &context.file.root,
-        env: &context.env,
-        args: args_of(context, name),
-        dependencies,
-    };
-    context.manager.compute_key(invocation).await.ok()
+    context.manager.compute_key(invocation(context, name, dependencies)).await.ok()
 }
 
 async fn report(context: &Context, name: &str, execution: &Execution) -> TaskStatus {

@@ -23,6 +23,17 @@ use crate::stats::{Counters, StatsHandle};
 
 const NAME: &str = "remote sync";
 
+/// Runs `work` and sends its answer, unless the caller stops waiting first (it was
+/// cancelled): then `work` is dropped at its next await.
+async fn answer_while_awaited<T>(mut reply: oneshot::Sender<T>, work: impl Future<Output = T>) {
+    tokio::select! {
+        answer = work => {
+            let _ = reply.send(answer);
+        }
+        () = reply.closed() => {}
+    }
+}
+
 /// A cloneable handle to the remote-sync actor.
 #[derive(Debug, Clone)]
 pub struct RemoteHandle {
@@ -186,18 +197,12 @@ impl RemoteActor {
 
     fn handle(&mut self, message: RemoteMessage) {
         match message {
-            RemoteMessage::Download { digest, manifest, mut reply } => {
+            RemoteMessage::Download { digest, manifest, reply } => {
                 let (client, store) = (self.client.clone(), Arc::clone(&self.store));
-                // A download nobody waits for any more (the caller was cancelled) stops at its
-                // next await; what it stored so far is complete blobs, and no record.
-                self.downloads.spawn(async move {
-                    tokio::select! {
-                        found = client.download_or_miss(&digest, &manifest, &store) => {
-                            let _ = reply.send(found);
-                        }
-                        () = reply.closed() => {}
-                    }
-                });
+                // What an abandoned download stored so far is complete blobs, and no record.
+                self.downloads.spawn(answer_while_awaited(reply, async move {
+                    client.download_or_miss(&digest, &manifest, &store).await
+                }));
             }
             RemoteMessage::Upload { digest, result } => {
                 let (client, store) = (self.client.clone(), Arc::clone(&self.store));
@@ -205,16 +210,10 @@ impl RemoteActor {
                     client.upload_or_skip(&digest, &result, &store).await;
                 });
             }
-            RemoteMessage::Check { mut reply } => {
+            RemoteMessage::Check { reply } => {
                 let client = self.client.clone();
-                self.downloads.spawn(async move {
-                    tokio::select! {
-                        report = client.check() => {
-                            let _ = reply.send(report);
-                        }
-                        () = reply.closed() => {}
-                    }
-                });
+                self.downloads
+                    .spawn(answer_while_awaited(reply, async move { client.check().await }));
             }
             RemoteMessage::Counters { reply } => {
                 let _ = reply.send(self.client.counters());

@@ -143,16 +143,19 @@ mod tests {
         in_flight.permits.available_permits()
     }
 
+    /// Takes `n` permits.
+    async fn hold(in_flight: &InFlight, n: usize) -> Vec<Slot<'_>> {
+        let mut slots = Vec::with_capacity(n);
+        for _ in 0..n {
+            slots.push(in_flight.acquire().await.unwrap());
+        }
+        slots
+    }
+
     #[tokio::test]
     async fn a_refusal_halves_the_limit_once_per_burst() {
         let in_flight = InFlight::new(16);
-        let slots: Vec<Slot<'_>> = {
-            let mut slots = Vec::new();
-            for _ in 0..10 {
-                slots.push(in_flight.acquire().await.unwrap());
-            }
-            slots
-        };
+        let slots = hold(&in_flight, 10).await;
         assert_eq!(idle(&in_flight), 6);
         // Ten calls of one burst refused: one cut, 16 -> 8; six idle permits forgotten at
         // once, two more owed by the running calls.
@@ -189,10 +192,7 @@ mod tests {
     #[tokio::test]
     async fn successes_widen_the_window_back_to_the_maximum() {
         let in_flight = InFlight::new(8);
-        let mut slots = Vec::new();
-        for _ in 0..8 {
-            slots.push(in_flight.acquire().await.unwrap());
-        }
+        let slots = hold(&in_flight, 8).await;
         in_flight.overloaded(&slots[0]);
         assert_eq!(in_flight.limit(), 4);
         // All eight permits are held, so four are owed; widening cancels one of that debt.

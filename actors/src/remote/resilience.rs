@@ -137,10 +137,7 @@ impl RemoteClient {
         Fut: Future<Output = Result<T, Status>>,
     {
         let inner = &self.inner;
-        if let Err(retry_in) = inner.breaker.admit() {
-            counters::bump(&inner.counters.short_circuited);
-            return Err(RemoteError::CircuitOpen { retry_in });
-        }
+        self.admit()?;
         let tuning = &inner.settings.tuning;
         let mut delay = tuning.base_delay;
         let mut attempts = 1;
@@ -170,14 +167,19 @@ impl RemoteClient {
                 attempts += 1;
                 tokio::time::sleep(jittered(delay)).await;
                 delay = delay.saturating_mul(2);
-                if let Err(retry_in) = inner.breaker.admit() {
-                    counters::bump(&inner.counters.short_circuited);
-                    return Err(RemoteError::CircuitOpen { retry_in });
-                }
+                self.admit()?;
                 continue;
             }
             return Err(RemoteError::from_status(rpc, &inner.settings.instance_name, status));
         }
+    }
+
+    /// Asks the breaker whether a call (or a retry) may go out; a refusal is counted.
+    fn admit(&self) -> Result<(), RemoteError> {
+        self.inner.breaker.admit().map_err(|retry_in| {
+            counters::bump(&self.inner.counters.short_circuited);
+            RemoteError::CircuitOpen { retry_in }
+        })
     }
 
     /// One attempt: a permit, then the call under the deadline. A refusal as overloaded
