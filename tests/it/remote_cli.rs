@@ -306,6 +306,30 @@ async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() 
     assert!(stdout.contains("PASS  remote cache:") && stdout.contains("digest SHA256"), "{stdout}");
 }
 
+#[tokio::test]
+async fn a_remote_that_never_answers_costs_a_run_one_deadline() {
+    let machine = Machine::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("grpc://{}", silent.local_addr().unwrap());
+    let config = machine.remote_config(&format!(
+        r#"{{"remote_cache": {{"endpoint": "{endpoint}", "timeout_seconds": 3}}}}"#
+    ));
+    let started = std::time::Instant::now();
+    let output = machine
+        .command(&endpoint, &["--cache-config", config.to_str().unwrap(), "run", "test"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!machine.runs().is_empty(), "the tasks ran locally");
+    assert!(stderr.contains("did not negotiate its capabilities"), "{stderr}");
+    // One missed deadline opens the breaker; asking again per call until the breaker's
+    // threshold took five (15 s), retrying the deadline four more each.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "{took:?}\n{stderr}");
+    drop(silent);
+}
+
 /// Runs `task` against a server that accepts connections and never answers (every call waits
 /// for its 60 s deadline), sends Ctrl-C after 800 ms, and returns the tasks that executed.
 async fn interrupt_while_the_remote_hangs(machine: &Machine, task: &str) -> Vec<String> {

@@ -159,6 +159,13 @@ impl RemoteError {
         }
     }
 
+    /// Whether the server (or the path to it) failed: no answer, or a broken one. Refused
+    /// credentials, bad requests and misses are answers.
+    pub(crate) fn is_server_failure(&self) -> bool {
+        matches!(self, RemoteError::Rpc { code, .. }
+            if matches!(meaning(*code), Meaning::Transient | Meaning::Broken))
+    }
+
     /// Whether this error is a plain miss (`NOT_FOUND`, `OUT_OF_RANGE`).
     pub(crate) fn is_miss(&self) -> bool {
         matches!(self, RemoteError::Rpc { code, .. } if meaning(*code) == Meaning::Miss)

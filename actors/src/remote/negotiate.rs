@@ -8,6 +8,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use reapi::digest_function::Value as FunctionValue;
 use sha2::{Digest as _, Sha256};
 
+use super::resilience::Retry;
 use super::{RemoteClient, RemoteError};
 use crate::Digest;
 
@@ -157,11 +158,18 @@ impl RemoteClient {
         };
         // REAPI remote_execution.proto: service Capabilities, rpc GetCapabilities.
         let answer = self
-            .call("Capabilities.GetCapabilities", |mut rpc| {
+            .call_with("Capabilities.GetCapabilities", Retry::UnlessStalled, |mut rpc| {
                 let request = request.clone();
                 async move { Ok(rpc.capabilities.get_capabilities(request).await?.into_inner()) }
             })
-            .await?;
+            .await;
+        // Every call needs capabilities first: without them the remote is unusable, so a
+        // server that failed to give them is not asked again until the breaker's cooldown.
+        let answer = answer.inspect_err(|error| {
+            if error.is_server_failure() {
+                self.inner.breaker.trip();
+            }
+        })?;
         let caps = negotiate(&answer, self.inner.settings.tuning.max_batch_bytes)?;
         tracing::debug!(?caps, "negotiated remote cache capabilities");
         Ok(caps)

@@ -13,6 +13,11 @@
 //!   flight has used all its attempts. At `tuning.breaker_threshold` failures in a row it opens
 //!   (one warning), refuses calls for `tuning.breaker_cooldown`, then lets one probe through
 //!   (half-open): success closes it, failure reopens it quietly.
+//! - Capabilities come first on every client, so their negotiation is stricter: an attempt
+//!   that meets its deadline is not retried, and a negotiation that fails for the server's
+//!   sake opens the breaker at once (`Breaker::trip`). A server that accepts connections and
+//!   never answers then costs a run one deadline, not a deadline per attempt per call until
+//!   the threshold.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -109,10 +114,33 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker now, whatever the count: the remote cannot be used at all.
+    pub(crate) fn trip(&self) {
+        let until = Instant::now() + self.cooldown;
+        let mut state = self.state();
+        if matches!(*state, State::Closed { .. }) {
+            tracing::warn!(
+                cooldown = ?self.cooldown,
+                "remote cache did not negotiate its capabilities; suspending remote calls"
+            );
+        }
+        *state = State::Open { until };
+    }
+
     /// Whether calls are being refused right now.
     pub(crate) fn is_open(&self) -> bool {
         !matches!(*self.state(), State::Closed { .. })
     }
+}
+
+/// Which failed attempts a call tries again (within `tuning.attempts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Every transient code.
+    Transient,
+    /// Transient codes but a missed deadline: a server that did not answer in time is not
+    /// waited for again.
+    UnlessStalled,
 }
 
 /// Immediate retries per call after refusals that narrowed the in-flight window.
@@ -130,6 +158,20 @@ impl RemoteClient {
     pub(crate) async fn call<T, F, Fut>(
         &self,
         rpc: &'static str,
+        attempt: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_with(rpc, Retry::Transient, attempt).await
+    }
+
+    /// [`RemoteClient::call`] with a choice of which failures are retried.
+    pub(crate) async fn call_with<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        retry: Retry,
         mut attempt: F,
     ) -> Result<T, RemoteError>
     where
@@ -162,7 +204,11 @@ impl RemoteClient {
                 Meaning::Transient | Meaning::Broken => inner.breaker.failed(),
                 Meaning::Miss | Meaning::Rejected => inner.breaker.succeeded(),
             }
-            if meaning == Meaning::Transient && attempts < tuning.attempts {
+            let stalled = status.code() == tonic::Code::DeadlineExceeded;
+            let retried = meaning == Meaning::Transient
+                && !(stalled && retry == Retry::UnlessStalled)
+                && attempts < tuning.attempts;
+            if retried {
                 tracing::debug!(rpc, code = ?status.code(), attempts, "remote call failed; retrying");
                 attempts += 1;
                 tokio::time::sleep(jittered(delay)).await;
@@ -201,7 +247,7 @@ impl RemoteClient {
                 inner.in_flight.succeeded();
                 return Ok(value);
             }
-            Ok(Err(status)) => transport_is_unavailable(status),
+            Ok(Err(status)) => transport_meaning(status),
             Err(_) => Status::deadline_exceeded(format!("no answer within {timeout:?}")),
         };
         let pushback = match status.code() {
@@ -221,11 +267,21 @@ impl RemoteClient {
     }
 }
 
-/// tonic reports a connection that broke mid-call (the server died, a proxy reset it) as
-/// `UNKNOWN` "transport error"; it means the server is unreachable, so it becomes
-/// `UNAVAILABLE` (retried, counted by the breaker) with the cause in the message.
-fn transport_is_unavailable(status: Status) -> Status {
+/// Gives two of tonic's own statuses the code a server would have sent:
+/// - its deadline (the channel's, equal to ours) as `CANCELLED` "Timeout expired": that is a
+///   missed deadline, `DEADLINE_EXCEEDED`, retried like one;
+/// - a connection that broke mid-call (the server died, a proxy reset it) as `UNKNOWN`
+///   "transport error": the server is unreachable, `UNAVAILABLE` (retried, counted by the
+///   breaker), with the cause in the message.
+fn transport_meaning(status: Status) -> Status {
     let Some(source) = std::error::Error::source(&status) else { return status };
+    let mut chain = Some(source);
+    while let Some(error) = chain {
+        if error.is::<tonic::TimeoutExpired>() {
+            return Status::deadline_exceeded(status.message().to_owned());
+        }
+        chain = error.source();
+    }
     if status.code() != tonic::Code::Unknown || !source.is::<tonic::transport::Error>() {
         return status;
     }

@@ -336,3 +336,37 @@ async fn debug_output_never_shows_the_token() {
         assert!(!text.contains("hunter2") && text.contains("<redacted>"), "{text}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_negotiates_costs_one_deadline() {
+    // Accepts connections (the kernel completes them) and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut settings = RemoteSettings::new(format!("grpc://{}", silent.local_addr().unwrap()));
+    settings.timeout = Duration::from_secs(30);
+    let client = RemoteClient::connect(settings).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        calls.spawn(async move { client.caps().await.map(|_| ()) });
+    }
+    let outcomes = calls.join_all().await;
+    let stalled = |outcome: &Result<(), RemoteError>| {
+        matches!(outcome, Err(RemoteError::Rpc { code: Code::DeadlineExceeded, .. }))
+    };
+    assert_eq!(outcomes.iter().filter(|outcome| stalled(outcome)).count(), 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| stalled(outcome)
+                || matches!(outcome, Err(RemoteError::CircuitOpen { .. }))),
+        "{outcomes:?}"
+    );
+    // Retrying the deadline, or each waiting call negotiating in turn until the breaker's
+    // threshold, would take 4 or 5 deadlines.
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(31), "{waited:?}");
+    assert!(client.circuit_open());
+    let later = client.caps().await.unwrap_err();
+    assert!(matches!(later, RemoteError::CircuitOpen { .. }), "{later:?}");
+}
