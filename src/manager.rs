@@ -676,7 +676,7 @@ impl Inner {
                     tracing::debug!(%gone, "memory tier unavailable");
                 }
                 if let Some(remote) = self.runtime.remote() {
-                    remote.upload(job.digest, Arc::clone(&entry.result));
+                    remote.upload(job.digest, Arc::clone(&entry.result)).await;
                 }
                 self.record(Counters { writes: 1, bytes_written: bytes, ..Counters::default() });
                 (Some(entry), true)

@@ -115,11 +115,13 @@ impl RemoteHandle {
         call(&self.mailbox, NAME, |reply| RemoteMessage::Download { digest, manifest, reply }).await
     }
 
-    /// Queues an upload; returns at once. A full mailbox drops the upload (counted as skipped
-    /// by nobody: it simply stays local).
-    pub fn upload(&self, digest: Digest, result: Arc<ActionResult>) {
-        if self.mailbox.try_send(RemoteMessage::Upload { digest, result }).is_err() {
-            tracing::debug!(digest = %digest.short(), "remote upload queue full; result stays local");
+    /// Queues an upload and returns; the upload itself runs in the background. Waits only
+    /// while the mailbox is full (the actor hands each message to a task at once, so for a
+    /// burst's length): an upload is never dropped for want of room. After shutdown the
+    /// result stays local.
+    pub async fn upload(&self, digest: Digest, result: Arc<ActionResult>) {
+        if self.mailbox.send(RemoteMessage::Upload { digest, result }).await.is_err() {
+            tracing::debug!(digest = %digest.short(), "remote sync has shut down; result stays local");
         }
     }
 

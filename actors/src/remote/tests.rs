@@ -370,3 +370,47 @@ async fn a_server_that_never_negotiates_costs_one_deadline() {
     let later = client.caps().await.unwrap_err();
     assert!(matches!(later, RemoteError::CircuitOpen { .. }), "{later:?}");
 }
+
+#[tokio::test]
+async fn a_burst_of_uploads_waits_for_the_mailbox_and_none_is_dropped() {
+    use crate::disk::{DiskSettings, EvictionPolicy};
+    use crate::result::LogRef;
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DiskSettings {
+        cache_dir: dir.path().to_owned(),
+        max_size: 1 << 30,
+        policy: EvictionPolicy::default(),
+        fsync: false,
+        inline_threshold: 64,
+    };
+    let store = Arc::new(DiskStore::open(settings, crate::key_gen::hash_pool(1).unwrap()).unwrap());
+    let (stats, stats_join) =
+        crate::stats::StatsHandle::spawn(None, 1, Duration::from_secs(60), 16);
+    // Refused connections fail each upload fast; the breaker refuses the rest. Either way each
+    // upload is counted once, as an error.
+    let client = offline_client(1, 2).await;
+    let (remote, remote_join) = RemoteHandle::spawn(client.clone(), store, stats.clone(), 1);
+    let result = Arc::new(ActionResult {
+        exit_code: 0,
+        stdout: LogRef::Inline(Vec::new()),
+        stderr: LogRef::Inline(Vec::new()),
+        output_files: Vec::new(),
+        output_dirs: Vec::new(),
+        output_symlinks: Vec::new(),
+        executed_at_ms: 0,
+        duration_ms: 1,
+        manifest: manifest(),
+        metadata: BTreeMap::new(),
+    });
+    let digest = result.manifest.digest();
+    for _ in 0..50 {
+        remote.upload(digest, Arc::clone(&result)).await;
+    }
+    remote.shutdown(Duration::from_secs(30)).await.unwrap();
+    remote_join.await.unwrap();
+    let counters = client.counters();
+    assert_eq!(counters.uploads + counters.uploads_skipped + counters.errors, 50, "{counters:?}");
+    drop((remote, stats));
+    stats_join.await.unwrap();
+}
