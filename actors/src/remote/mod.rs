@@ -242,10 +242,11 @@ impl RemoteClient {
         }
     }
 
-    /// Logs an error a best-effort wrapper swallowed. An open breaker already warned once.
+    /// Logs an error a best-effort wrapper swallowed. An open breaker already warned once
+    /// (with the error that opened it).
     fn note_error(&self, what: &str, error: &RemoteError) {
         let first = !self.inner.warned_error.swap(true, Ordering::Relaxed);
-        if first && !matches!(error, RemoteError::CircuitOpen { .. }) {
+        if first && !matches!(error, RemoteError::CircuitOpen { .. }) && !self.circuit_open() {
             tracing::warn!(%error, "remote cache {what} failed; continuing without it");
         } else {
             tracing::debug!(%error, "remote cache {what} failed");

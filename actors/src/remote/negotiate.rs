@@ -167,7 +167,7 @@ impl RemoteClient {
         // server that failed to give them is not asked again until the breaker's cooldown.
         let answer = answer.inspect_err(|error| {
             if error.is_server_failure() {
-                self.inner.breaker.trip();
+                self.inner.breaker.trip(error);
             }
         })?;
         let caps = negotiate(&answer, self.inner.settings.tuning.max_batch_bytes)?;

@@ -93,14 +93,16 @@ impl Breaker {
         *state = State::Closed { failures: 0 };
     }
 
-    /// Notes a call that failed for the server's (or the network's) sake.
-    pub(crate) fn failed(&self) {
+    /// Notes a call that failed for the server's (or the network's) sake, with `status`.
+    pub(crate) fn failed(&self, status: &Status) {
         let until = Instant::now() + self.cooldown;
         let mut state = self.state();
         match *state {
             State::Closed { failures } if failures + 1 >= self.threshold => {
                 tracing::warn!(
                     failures = failures + 1,
+                    last = ?status.code(),
+                    message = status.message(),
                     cooldown = ?self.cooldown,
                     "remote cache keeps failing; suspending remote calls"
                 );
@@ -114,12 +116,14 @@ impl Breaker {
         }
     }
 
-    /// Opens the breaker now, whatever the count: the remote cannot be used at all.
-    pub(crate) fn trip(&self) {
+    /// Opens the breaker now, whatever the count: the remote cannot be used at all, because
+    /// of `error`.
+    pub(crate) fn trip(&self, error: &RemoteError) {
         let until = Instant::now() + self.cooldown;
         let mut state = self.state();
         if matches!(*state, State::Closed { .. }) {
             tracing::warn!(
+                %error,
                 cooldown = ?self.cooldown,
                 "remote cache did not negotiate its capabilities; suspending remote calls"
             );
@@ -201,7 +205,7 @@ impl RemoteClient {
                 continue;
             }
             match meaning {
-                Meaning::Transient | Meaning::Broken => inner.breaker.failed(),
+                Meaning::Transient | Meaning::Broken => inner.breaker.failed(&status),
                 Meaning::Miss | Meaning::Rejected => inner.breaker.succeeded(),
             }
             let stalled = status.code() == tonic::Code::DeadlineExceeded;

@@ -220,15 +220,15 @@ fn batches_pack_small_blobs_and_leave_big_ones_to_bytestream() {
 #[tokio::test(start_paused = true)]
 async fn the_breaker_opens_probes_and_closes() {
     let breaker = Breaker::new(2, Duration::from_secs(30));
-    breaker.failed();
+    breaker.failed(&Status::unavailable("down"));
     assert!(breaker.admit().is_ok());
-    breaker.failed();
+    breaker.failed(&Status::unavailable("down"));
     assert!(breaker.is_open());
     assert!(breaker.admit().unwrap_err() <= Duration::from_secs(30));
     tokio::time::advance(Duration::from_secs(31)).await;
     assert!(breaker.admit().is_ok(), "one probe after the cooldown");
     assert!(breaker.admit().is_err(), "only one probe at a time");
-    breaker.failed();
+    breaker.failed(&Status::unavailable("down"));
     assert!(breaker.admit().is_err(), "a failed probe reopens");
     tokio::time::advance(Duration::from_secs(31)).await;
     assert!(breaker.admit().is_ok());
