@@ -167,6 +167,30 @@ async fn round_trips_a_result_through_the_remote() {
 }
 
 #[tokio::test]
+async fn many_small_outputs_are_stored_together_on_download() {
+    let grid = BuildGrid::start(BuildGridOptions::default()).await;
+    let client = RemoteClient::connect(grid.settings()).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store_a = disk_store(dir_a.path());
+    // Fsynced, as by default: blobs held in memory are then stored by parallel threads.
+    let mut settings = store_a.settings().clone();
+    (settings.cache_dir, settings.fsync) = (dir_b.path().to_owned(), true);
+    let store_b = DiskStore::open(settings, cuenv_actors::key_gen::hash_pool(2).unwrap()).unwrap();
+    // Under the 64-byte inline threshold, so each is held in memory until the record is made;
+    // every fifth repeats a content.
+    let files: Vec<(String, Vec<u8>, bool)> = (0..60)
+        .map(|i| (format!("out/f{i:02}"), format!("part {}", i % 48).into_bytes(), i % 9 == 0))
+        .collect();
+    let files: Vec<(&str, Vec<u8>, bool)> =
+        files.iter().map(|(p, c, x)| (p.as_str(), c.clone(), *x)).collect();
+    let (digest, result) = put_result(&store_a, "many", &files);
+    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
+    let downloaded = client.download(&digest, &result.manifest, &store_b).await.unwrap();
+    assert_eq!(downloaded.as_ref(), Some(&result));
+    assert_same(&store_b, &store_a, &digest, &result);
+}
+
+#[tokio::test]
 async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
     let grid = BuildGrid::start(BuildGridOptions::default()).await;
     let mut settings = grid.settings();

@@ -10,8 +10,6 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use super::DiskStore;
 use crate::key_gen::{InputSpec, KeyError};
 use crate::result::{OutputFile, OutputSymlink};
@@ -140,17 +138,12 @@ impl Walker<'_> {
 }
 
 impl DiskStore {
-    /// Stores every captured file as a blob: in parallel on the pool when there are many, inline
-    /// when there are few (waking the pool for one file costs more than it saves).
+    /// Stores every captured file as a blob, in `captured.files` order (in parallel when there
+    /// are many: see [`DiskStore::store_each`]).
     pub fn store_outputs(&self, captured: &CapturedOutputs) -> io::Result<Vec<OutputFile>> {
-        let store_one = |(path, absolute, executable): &(String, PathBuf, bool)| {
+        self.store_each(&captured.files, |(path, absolute, executable)| {
             let (digest, size) = self.put_file(absolute)?;
             Ok(OutputFile { path: path.clone(), digest, size, executable: *executable })
-        };
-        if captured.files.len() > 16 {
-            self.pool.install(|| captured.files.par_iter().map(store_one).collect())
-        } else {
-            captured.files.iter().map(store_one).collect()
-        }
+        })
     }
 }

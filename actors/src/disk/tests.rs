@@ -475,3 +475,34 @@ fn outputs_in_place_are_recognised_by_their_stamps() {
     assert_eq!(report.bytes, 5);
     assert_eq!(fs::read(&target).unwrap(), b"fresh");
 }
+
+#[test]
+fn many_fsynced_outputs_are_stored_in_parallel_in_file_order() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut store = store_in(cache.path(), 1 << 30, EvictionPolicy::default());
+    store.settings.fsync = true;
+    let project = tempfile::tempdir().unwrap();
+    let mut captured = CapturedOutputs::default();
+    for i in 0..60 {
+        let path = format!("out/f{i:02}");
+        let absolute = project.path().join(&path);
+        fs::create_dir_all(absolute.parent().unwrap()).unwrap();
+        // Every third file repeats an earlier content: parallel writers of one blob agree.
+        fs::write(&absolute, format!("content {}", i % 20)).unwrap();
+        captured.files.push((path, absolute, i % 7 == 0));
+    }
+    let outputs = store.store_outputs(&captured).unwrap();
+    assert_eq!(outputs.len(), 60);
+    for (i, output) in outputs.iter().enumerate() {
+        assert_eq!(output.path, format!("out/f{i:02}"));
+        assert_eq!(output.executable, i % 7 == 0);
+        let content = format!("content {}", i % 20);
+        assert_eq!(output.digest, Digest::of(content.as_bytes()));
+        assert_eq!(store.read_blob(&output.digest), BlobRead::Found(content.into_bytes()));
+    }
+
+    // A file that vanished before it was stored fails the whole store.
+    captured.files[41].1 = project.path().join("out/gone");
+    let error = store.store_outputs(&captured).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::NotFound);
+}

@@ -5,7 +5,7 @@
 //! the record last, as for a local write, so the record is usable the moment it exists.
 //! Logs smaller than the store's inline threshold become inline logs again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 
@@ -228,22 +228,43 @@ fn metadata(remote: &reapi::ActionResult) -> Result<BTreeMap<String, String>, St
     }
 }
 
-/// The local digest of a received blob, storing it now if it was held in memory.
-fn local_blob(received: &Received, hash: &str, store: &DiskStore) -> Result<Digest, RemoteError> {
-    if let Some(digest) = received.stored.get(hash) {
-        return Ok(*digest);
-    }
-    let bytes = received.small.get(hash).ok_or_else(|| RemoteError::Protocol {
+/// The local digest of a received blob, by remote hash.
+fn local_blob(local: &HashMap<&str, Digest>, hash: &str) -> Result<Digest, RemoteError> {
+    local.get(hash).copied().ok_or_else(|| RemoteError::Protocol {
         rpc: "ContentAddressableStorage.BatchReadBlobs",
         reason: format!("blob {hash} was not received"),
-    })?;
-    Ok(store.put_bytes(bytes)?)
+    })
+}
+
+/// The local digests of every received blob: the ones stored as they arrived, and the output
+/// files held in memory, stored now (in parallel when there are many; see
+/// [`DiskStore::store_each`]).
+fn store_received<'a>(
+    remote: &'a reapi::ActionResult,
+    received: &'a Received,
+    store: &DiskStore,
+) -> Result<HashMap<&'a str, Digest>, RemoteError> {
+    let held: BTreeSet<&str> = remote
+        .output_files
+        .iter()
+        .filter_map(|file| file.digest.as_ref())
+        .map(|digest| digest.hash.as_str())
+        .filter(|hash| received.small.contains_key(*hash))
+        .collect();
+    let held: Vec<(&str, &Vec<u8>)> =
+        held.into_iter().filter_map(|hash| Some((hash, received.small.get(hash)?))).collect();
+    let digests = store.store_each(&held, |(_, bytes)| store.put_bytes(bytes))?;
+    let mut local: HashMap<&str, Digest> =
+        received.stored.iter().map(|(hash, digest)| (hash.as_str(), *digest)).collect();
+    local.extend(held.iter().map(|(hash, _)| *hash).zip(digests));
+    Ok(local)
 }
 
 fn local_log(
     raw: &[u8],
     digest: Option<&reapi::Digest>,
     received: &Received,
+    local: &HashMap<&str, Digest>,
     store: &DiskStore,
 ) -> Result<LogRef, RemoteError> {
     if !raw.is_empty() {
@@ -256,7 +277,7 @@ fn local_log(
         return Ok(store.log_ref(bytes.clone())?);
     }
     let size = u64::try_from(digest.size_bytes).unwrap_or(0);
-    Ok(LogRef::Blob { digest: local_blob(received, &digest.hash, store)?, size })
+    Ok(LogRef::Blob { digest: local_blob(local, &digest.hash)?, size })
 }
 
 /// The local form of a remote result whose blobs have all been received.
@@ -266,12 +287,13 @@ fn to_local(
     received: &Received,
     store: &DiskStore,
 ) -> Result<ActionResult, RemoteError> {
+    let local = store_received(remote, received, store)?;
     let mut output_files = Vec::with_capacity(remote.output_files.len());
     for file in &remote.output_files {
         let digest = file.digest.clone().unwrap_or_default();
         output_files.push(OutputFile {
             path: file.path.clone(),
-            digest: local_blob(received, &digest.hash, store)?,
+            digest: local_blob(&local, &digest.hash)?,
             size: u64::try_from(digest.size_bytes).unwrap_or(0),
             executable: file.is_executable,
         });
@@ -289,8 +311,20 @@ fn to_local(
     let (executed_at_ms, duration_ms) = timing(remote.execution_metadata.as_ref());
     Ok(ActionResult {
         exit_code: remote.exit_code,
-        stdout: local_log(&remote.stdout_raw, remote.stdout_digest.as_ref(), received, store)?,
-        stderr: local_log(&remote.stderr_raw, remote.stderr_digest.as_ref(), received, store)?,
+        stdout: local_log(
+            &remote.stdout_raw,
+            remote.stdout_digest.as_ref(),
+            received,
+            &local,
+            store,
+        )?,
+        stderr: local_log(
+            &remote.stderr_raw,
+            remote.stderr_digest.as_ref(),
+            received,
+            &local,
+            store,
+        )?,
         output_files,
         output_dirs,
         output_symlinks,
