@@ -9,6 +9,10 @@
 //! - Store: a small result (three fresh blobs and a record), and one 100 MiB output (`put_file`
 //!   plus the record), with `fsync` off and on; the baseline is `std::fs::copy` of the same file
 //!   into the same directory (and the copy plus `sync_all`, for the fsync case).
+//! - Store many: `store_outputs` of 500 small output files with `fsync` on (how a task that
+//!   writes a directory of small files is stored), against `put_file` of each, one after the
+//!   other. Between iterations the store's blobs are moved aside, not deleted (see
+//!   `scripts/trash` for why).
 //!
 //! Run: `cargo bench --bench tier_lookup`. Targets on a 2-core machine: memory hit <= 2 us, small
 //! disk hit <= 150 us, storing a 100 MiB output <= 2x `std::fs::copy`.
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use cuenv_actors::Digest;
-use cuenv_actors::disk::{DiskSettings, DiskStore, EvictionPolicy, RecordLookup};
+use cuenv_actors::disk::{CapturedOutputs, DiskSettings, DiskStore, EvictionPolicy, RecordLookup};
 use cuenv_actors::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, hash_pool};
 use cuenv_actors::memory::{MemoryEntry, MemoryHandle, MemoryTier};
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
@@ -244,6 +248,48 @@ fn bench_store_large(c: &mut Criterion, source: &Path, scratch: &Path) {
     group.finish();
 }
 
+const MANY: usize = 500;
+
+fn bench_store_many(c: &mut Criterion, scratch: &Path) {
+    let mut captured = CapturedOutputs::default();
+    for i in 0..MANY {
+        let path = format!("out/f{i:03}.txt");
+        let absolute = scratch.join("many").join(&path);
+        fs::create_dir_all(absolute.parent().unwrap()).unwrap();
+        fs::write(&absolute, format!("output file {i}\n")).unwrap();
+        captured.files.push((path, absolute, false));
+    }
+    let mut group = c.benchmark_group("tier_store");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(MANY as u64));
+    let store = open(&scratch.join("cache-many"), true);
+    let trash = scratch.join("trash");
+    fs::create_dir_all(&trash).unwrap();
+    let mut moved = 0u64;
+    let mut reset = || {
+        moved += 1;
+        let _ = fs::rename(store.layout().cas(), trash.join(moved.to_string()));
+    };
+    group.bench_function("many_500_small_fsync_true", |b| {
+        b.iter_custom(|iterations| {
+            timed(iterations, &mut reset, || {
+                black_box(store.store_outputs(&captured).unwrap());
+            })
+        })
+    });
+    group.bench_function("baseline_one_by_one_500_small_fsync_true", |b| {
+        b.iter_custom(|iterations| {
+            timed(iterations, &mut reset, || {
+                for (_, absolute, _) in &captured.files {
+                    black_box(store.put_file(absolute).unwrap());
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
 /// 100 MiB of incompressible-looking bytes, written once.
 fn large_source(dir: &Path) -> PathBuf {
     let mut bytes = vec![0u8; LARGE];
@@ -271,6 +317,7 @@ fn tier_lookup(c: &mut Criterion) {
     bench_disk_hits(c, &store, &small_digest, &large);
     bench_store_small(c, &store);
     bench_store_large(c, &source, scratch.path());
+    bench_store_many(c, scratch.path());
 }
 
 criterion_group!(benches, tier_lookup);
