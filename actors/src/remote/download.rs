@@ -5,7 +5,7 @@
 //! the record last, as for a local write, so the record is usable the moment it exists.
 //! Logs smaller than the store's inline threshold become inline logs again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 
@@ -244,15 +244,14 @@ fn store_received<'a>(
     received: &'a Received,
     store: &DiskStore,
 ) -> Result<HashMap<&'a str, Digest>, RemoteError> {
-    let held: BTreeSet<&str> = remote
+    // Distinct hashes, each stored once.
+    let held: BTreeMap<&str, &Vec<u8>> = remote
         .output_files
         .iter()
-        .filter_map(|file| file.digest.as_ref())
-        .map(|digest| digest.hash.as_str())
-        .filter(|hash| received.small.contains_key(*hash))
+        .filter_map(|file| received.small.get_key_value(&file.digest.as_ref()?.hash))
+        .map(|(hash, bytes)| (hash.as_str(), bytes))
         .collect();
-    let held: Vec<(&str, &Vec<u8>)> =
-        held.into_iter().filter_map(|hash| Some((hash, received.small.get(hash)?))).collect();
+    let held: Vec<(&str, &Vec<u8>)> = held.into_iter().collect();
     let digests = store.store_each(&held, |(_, bytes)| store.put_bytes(bytes))?;
     let mut local: HashMap<&str, Digest> =
         received.stored.iter().map(|(hash, digest)| (hash.as_str(), *digest)).collect();
