@@ -167,7 +167,7 @@ async fn round_trips_a_result_through_the_remote() {
 }
 
 #[tokio::test]
-async fn many_small_outputs_are_stored_together_on_download() {
+async fn many_outputs_are_stored_together_on_download() {
     let grid = BuildGrid::start(BuildGridOptions::default()).await;
     let client = RemoteClient::connect(grid.settings()).await.unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -176,11 +176,12 @@ async fn many_small_outputs_are_stored_together_on_download() {
     let mut settings = store_a.settings().clone();
     (settings.cache_dir, settings.fsync) = (dir_b.path().to_owned(), true);
     let store_b = DiskStore::open(settings, cuenv_actors::key_gen::hash_pool(2).unwrap()).unwrap();
-    // Under the 64-byte inline threshold, so each is held in memory until the record is made;
-    // every fifth repeats a content.
-    let files: Vec<(String, Vec<u8>, bool)> = (0..60)
+    // Sixty under the 64-byte inline threshold, held in memory until the record is made, and
+    // forty over it, stored in a group as they arrive; every fifth small one repeats a content.
+    let mut files: Vec<(String, Vec<u8>, bool)> = (0..60)
         .map(|i| (format!("out/f{i:02}"), format!("part {}", i % 48).into_bytes(), i % 9 == 0))
         .collect();
+    files.extend((0..40).map(|i| (format!("out/g{i:02}"), vec![i as u8; 300], false)));
     let files: Vec<(&str, Vec<u8>, bool)> =
         files.iter().map(|(p, c, x)| (p.as_str(), c.clone(), *x)).collect();
     let (digest, result) = put_result(&store_a, "many", &files);

@@ -33,6 +33,58 @@ struct Received {
     stored: HashMap<String, Digest>,
 }
 
+/// Bytes of received blobs held before they are stored together.
+const STORE_BATCH_BYTES: usize = 8 << 20;
+
+/// Takes blobs as they arrive. Small ones are kept in memory. Larger ones are stored in
+/// groups of up to [`STORE_BATCH_BYTES`], together so that their fsyncs overlap (see
+/// [`DiskStore::store_each`]). A blob of that size or more is stored on its own at once, so
+/// at most one group and one blob are ever held.
+struct Intake<'a> {
+    store: &'a DiskStore,
+    received: Received,
+    pending: Vec<(String, Vec<u8>)>,
+    pending_bytes: usize,
+}
+
+impl<'a> Intake<'a> {
+    fn new(store: &'a DiskStore) -> Self {
+        Intake { store, received: Received::default(), pending: Vec::new(), pending_bytes: 0 }
+    }
+
+    fn take(&mut self, digest: &reapi::Digest, bytes: Vec<u8>) -> std::io::Result<()> {
+        let hash = digest.hash.clone();
+        if (bytes.len() as u64) < self.store.settings().inline_threshold {
+            self.received.small.insert(hash, bytes);
+        } else if bytes.len() >= STORE_BATCH_BYTES {
+            let stored = blocking(|| self.store.put_bytes(&bytes))?;
+            self.received.stored.insert(hash, stored);
+        } else {
+            self.pending_bytes += bytes.len();
+            self.pending.push((hash, bytes));
+            if self.pending_bytes >= STORE_BATCH_BYTES {
+                self.store_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn store_pending(&mut self) -> std::io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let store = self.store;
+        let digests = blocking(|| store.store_each(&pending, |(_, bytes)| store.put_bytes(bytes)))?;
+        self.received.stored.extend(pending.into_iter().map(|(hash, _)| hash).zip(digests));
+        Ok(())
+    }
+
+    /// Everything received, the last group stored.
+    fn finish(mut self) -> std::io::Result<Received> {
+        self.store_pending()?;
+        Ok(self.received)
+    }
+}
+
 impl RemoteClient {
     /// Looks the action up remotely. On a hit, every blob is fetched, verified and stored in
     /// `store`, the result is written as the record of `local_digest` and returned. A result
@@ -109,26 +161,19 @@ impl RemoteClient {
         Ok(Downloaded::Hit(Box::new(result)))
     }
 
-    /// Fetches `wanted` into memory (small blobs) and the store (the rest).
+    /// Fetches `wanted` into memory (small blobs) and the store (the rest, in groups: see
+    /// `Intake`). Blobs of a result that turns out a miss may stay stored, unreferenced, as
+    /// before: gc removes them.
     async fn receive(
         &self,
         caps: &Capabilities,
         wanted: Vec<reapi::Digest>,
         store: &DiskStore,
     ) -> Result<Result<Received, Downloaded>, RemoteError> {
-        let threshold = store.settings().inline_threshold;
-        let mut received = Received::default();
-        let mut sink = |digest: &reapi::Digest, bytes: Vec<u8>| {
-            if (bytes.len() as u64) < threshold {
-                received.small.insert(digest.hash.clone(), bytes);
-            } else {
-                let stored = blocking(|| store.put_bytes(&bytes))?;
-                received.stored.insert(digest.hash.clone(), stored);
-            }
-            Ok(())
-        };
+        let mut intake = Intake::new(store);
+        let mut sink = |digest: &reapi::Digest, bytes: Vec<u8>| intake.take(digest, bytes);
         match self.get_blobs(caps, wanted, &mut sink).await? {
-            Fetched::All => Ok(Ok(received)),
+            Fetched::All => Ok(Ok(intake.finish()?)),
             Fetched::Missing => Ok(Err(Downloaded::Miss)),
             Fetched::Corrupt => Ok(Err(Downloaded::Corrupt)),
         }
