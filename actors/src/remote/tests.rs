@@ -414,3 +414,37 @@ async fn a_burst_of_uploads_waits_for_the_mailbox_and_none_is_dropped() {
     drop((remote, stats));
     stats_join.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_whose_connections_hang_costs_one_deadline() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
+    // as it does behind a firewall that drops packets. The queue is filled in real time.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(address);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(300), connect).await {
+            queued.push(stream);
+        }
+    }
+    assert!(!queued.is_empty(), "the accept queue took a connection");
+    tokio::time::pause();
+    let mut settings = RemoteSettings::new(format!("grpc://{address}"));
+    settings.timeout = Duration::from_secs(30);
+    let client = RemoteClient::connect(settings).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = client.caps().await.map(|_| ());
+    let waited = started.elapsed();
+    // The connect and the attempt share one deadline: whichever reports it, it is a missed
+    // deadline, not retried.
+    assert!(
+        matches!(outcome, Err(RemoteError::Rpc { code: Code::DeadlineExceeded, .. })),
+        "{outcome:?}"
+    );
+    assert!(waited < Duration::from_secs(31), "{waited:?}");
+    assert!(client.circuit_open());
+    drop((queued, listener));
+}
