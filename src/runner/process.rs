@@ -3,7 +3,6 @@
 //! cancellation that kill the whole group.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -104,12 +103,7 @@ pub(crate) async fn run(
 /// each `PATH` entry in turn (a failed `execve` per entry, measured at 8 per task here). A bare
 /// `sh` when none is found, so that the spawn reports the problem.
 pub(crate) fn shell() -> Arc<Path> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).map(|dir| dir.join("sh")).find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        })
-    });
+    let found = crate::task::find_executable("sh", std::env::var_os("PATH").as_deref());
     Arc::from(found.unwrap_or_else(|| PathBuf::from("sh")))
 }
 
@@ -184,6 +178,8 @@ fn pump(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -179,7 +179,7 @@ fn cue_export(path: &Path, root: &Path, path_env: Option<&OsStr>) -> Result<Valu
 
 /// The first executable file named `name` in the directories of `path_env` (a `PATH` value).
 /// Empty entries are skipped rather than read as the current directory.
-pub(super) fn find_executable(name: &str, path_env: Option<&OsStr>) -> Option<PathBuf> {
+pub(crate) fn find_executable(name: &str, path_env: Option<&OsStr>) -> Option<PathBuf> {
     std::env::split_paths(path_env?)
         .filter(|dir| !dir.as_os_str().is_empty())
         .map(|dir| dir.join(name))

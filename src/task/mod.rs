@@ -19,6 +19,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub(crate) use load::find_executable;
 pub use model::{TaskCacheConfig, TaskConfig, TaskFileFormat};
 
 use crate::fields::Problem;

@@ -128,6 +128,24 @@ async fn negotiates_capabilities_and_checks_a_server() {
     );
 }
 
+/// Stores a result of `files` for `task` in `from`, uploads it, downloads it into `to`, and
+/// checks that `to` then holds it exactly.
+async fn round_trip(
+    client: &RemoteClient,
+    from: &DiskStore,
+    to: &DiskStore,
+    task: &str,
+    files: &[(String, Vec<u8>, bool)],
+) {
+    let files: Vec<(&str, Vec<u8>, bool)> =
+        files.iter().map(|(p, c, x)| (p.as_str(), c.clone(), *x)).collect();
+    let (digest, result) = put_result(from, task, &files);
+    assert_eq!(client.upload(&digest, &result, from).await.unwrap(), UploadOutcome::Uploaded);
+    let downloaded = client.download(&digest, &result.manifest, to).await.unwrap();
+    assert_eq!(downloaded.as_ref(), Some(&result));
+    assert_same(to, from, &digest, &result);
+}
+
 #[tokio::test]
 async fn round_trips_a_result_through_the_remote() {
     let grid = BuildGrid::start(BuildGridOptions::default()).await;
@@ -182,13 +200,7 @@ async fn many_outputs_are_stored_together_on_download() {
         .map(|i| (format!("out/f{i:02}"), format!("part {}", i % 48).into_bytes(), i % 9 == 0))
         .collect();
     files.extend((0..40).map(|i| (format!("out/g{i:02}"), vec![i as u8; 300], false)));
-    let files: Vec<(&str, Vec<u8>, bool)> =
-        files.iter().map(|(p, c, x)| (p.as_str(), c.clone(), *x)).collect();
-    let (digest, result) = put_result(&store_a, "many", &files);
-    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
-    let downloaded = client.download(&digest, &result.manifest, &store_b).await.unwrap();
-    assert_eq!(downloaded.as_ref(), Some(&result));
-    assert_same(&store_b, &store_a, &digest, &result);
+    round_trip(&client, &store_a, &store_b, "many", &files).await;
 }
 
 #[tokio::test]
@@ -203,13 +215,7 @@ async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
     let mut files: Vec<(String, Vec<u8>, bool)> =
         (0..10).map(|i| (format!("out/part{i}"), vec![i as u8; 1500], false)).collect();
     files.push(("out/large".to_owned(), (0..100_000u32).map(|i| (i % 13) as u8).collect(), false));
-    let files: Vec<(&str, Vec<u8>, bool)> =
-        files.iter().map(|(p, c, x)| (p.as_str(), c.clone(), *x)).collect();
-    let (digest, result) = put_result(&store_a, "chunks", &files);
-    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
-    let downloaded = client.download(&digest, &result.manifest, &store_b).await.unwrap();
-    assert_eq!(downloaded.as_ref(), Some(&result));
-    assert_same(&store_b, &store_a, &digest, &result);
+    round_trip(&client, &store_a, &store_b, "chunks", &files).await;
 }
 
 #[tokio::test]

@@ -89,6 +89,18 @@ impl Machine {
         self.command(endpoint, args).output().unwrap()
     }
 
+    /// [`Machine::command`] with `--cache-config config` first.
+    fn command_with(&self, endpoint: &str, config: &Path, args: &[&str]) -> Command {
+        let mut command = self.command(endpoint, &["--cache-config", config.to_str().unwrap()]);
+        command.args(args);
+        command
+    }
+
+    /// [`Machine::run`] with `--cache-config config` first.
+    fn run_with(&self, endpoint: &str, config: &Path, args: &[&str]) -> Output {
+        self.command_with(endpoint, config, args).output().unwrap()
+    }
+
     /// The tasks executed so far, sorted (tasks without an order between them may run in
     /// either).
     fn sorted_runs(&self) -> Vec<String> {
@@ -229,10 +241,7 @@ async fn a_read_only_server_serves_hits_and_uploads_are_skipped_with_one_warning
     let config = ci.remote_config(&format!(
         r#"{{"remote_cache": {{"endpoint": "{endpoint}", "instance_name": "writer"}}}}"#
     ));
-    let seeded = ci
-        .command(&endpoint, &["--cache-config", config.to_str().unwrap(), "run", "test"])
-        .output()
-        .unwrap();
+    let seeded = ci.run_with(&endpoint, &config, &["run", "test"]);
     assert!(seeded.status.success(), "{}", text(&seeded.stderr));
 
     // A developer reads through the read-only instance: hits work.
@@ -261,10 +270,7 @@ async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() 
     let bad_token = machine.remote_config(&format!(
         r#"{{"remote_cache": {{"endpoint": "{endpoint}", "auth_token": "garbage"}}}}"#
     ));
-    let test = machine
-        .command(&endpoint, &["--cache-config", bad_token.to_str().unwrap(), "cache", "test"])
-        .output()
-        .unwrap();
+    let test = machine.run_with(&endpoint, &bad_token, &["cache", "test"]);
     let stdout = text(&test.stdout);
     assert_eq!(test.status.code(), Some(1), "{stdout}");
     assert!(
@@ -275,10 +281,7 @@ async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() 
         stdout.contains("PASS  write, read, verify, remove a probe entry"),
         "local checks still run: {stdout}"
     );
-    let run = machine
-        .command(&endpoint, &["--cache-config", bad_token.to_str().unwrap(), "run", "test"])
-        .output()
-        .unwrap();
+    let run = machine.run_with(&endpoint, &bad_token, &["run", "test"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(machine.sorted_runs(), ["build", "gen", "lint", "test"]);
 
@@ -286,10 +289,7 @@ async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() 
     let wrong_instance = machine.remote_config(&format!(
         r#"{{"remote_cache": {{"endpoint": "{endpoint}", "auth_token": "{good}", "instance_name": "nope"}}}}"#
     ));
-    let test = machine
-        .command(&endpoint, &["--cache-config", wrong_instance.to_str().unwrap(), "cache", "test"])
-        .output()
-        .unwrap();
+    let test = machine.run_with(&endpoint, &wrong_instance, &["cache", "test"]);
     let stdout = text(&test.stdout);
     assert_eq!(test.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("remote rejected instance name \"nope\""), "{stdout}");
@@ -297,10 +297,7 @@ async fn refused_credentials_and_wrong_instances_fail_cache_test_but_not_runs() 
     let right = machine.remote_config(&format!(
         r#"{{"remote_cache": {{"endpoint": "{endpoint}", "auth_token": "{good}"}}}}"#
     ));
-    let test = machine
-        .command(&endpoint, &["--cache-config", right.to_str().unwrap(), "cache", "test"])
-        .output()
-        .unwrap();
+    let test = machine.run_with(&endpoint, &right, &["cache", "test"]);
     let stdout = text(&test.stdout);
     assert_eq!(test.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("PASS  remote cache:") && stdout.contains("digest SHA256"), "{stdout}");
@@ -315,10 +312,7 @@ async fn a_remote_that_never_answers_costs_a_run_one_deadline() {
         r#"{{"remote_cache": {{"endpoint": "{endpoint}", "timeout_seconds": 3}}}}"#
     ));
     let started = std::time::Instant::now();
-    let output = machine
-        .command(&endpoint, &["--cache-config", config.to_str().unwrap(), "run", "test"])
-        .output()
-        .unwrap();
+    let output = machine.run_with(&endpoint, &config, &["run", "test"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!machine.runs().is_empty(), "the tasks ran locally");
@@ -339,7 +333,7 @@ async fn interrupt_while_the_remote_hangs(machine: &Machine, task: &str) -> Vec<
         r#"{{"remote_cache": {{"endpoint": "{endpoint}", "timeout_seconds": 60}}}}"#
     ));
     let child = machine
-        .command(&endpoint, &["--cache-config", config.to_str().unwrap(), "run", task])
+        .command_with(&endpoint, &config, &["run", task])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

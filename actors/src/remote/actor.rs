@@ -84,8 +84,8 @@ struct RemoteActor {
 }
 
 impl RemoteHandle {
-    /// Starts the actor. Downloads write into `store` as blobs arrive, in groups of at most
-    /// 8 MiB (a large result is never held whole in memory); see ARCHITECTURE.md.
+    /// Starts the actor. Downloads write into `store` as blobs arrive, in groups stored once
+    /// they hold 8 MiB (a large result is never held whole in memory); see ARCHITECTURE.md.
     pub fn spawn(
         client: RemoteClient,
         store: Arc<DiskStore>,

@@ -37,9 +37,9 @@ struct Received {
 const STORE_BATCH_BYTES: usize = 8 << 20;
 
 /// Takes blobs as they arrive. Small ones are kept in memory. Larger ones are stored in
-/// groups of up to [`STORE_BATCH_BYTES`], together so that their fsyncs overlap (see
-/// [`DiskStore::store_each`]). A blob of that size or more is stored on its own at once, so
-/// at most one group and one blob are ever held.
+/// groups, together so that their fsyncs overlap (see [`DiskStore::store_each`]): a group is
+/// stored as soon as it holds [`STORE_BATCH_BYTES`], so at most that much plus one blob is
+/// ever held.
 struct Intake<'a> {
     store: &'a DiskStore,
     received: Received,
@@ -56,9 +56,6 @@ impl<'a> Intake<'a> {
         let hash = digest.hash.clone();
         if (bytes.len() as u64) < self.store.settings().inline_threshold {
             self.received.small.insert(hash, bytes);
-        } else if bytes.len() >= STORE_BATCH_BYTES {
-            let stored = blocking(|| self.store.put_bytes(&bytes))?;
-            self.received.stored.insert(hash, stored);
         } else {
             self.pending_bytes += bytes.len();
             self.pending.push((hash, bytes));

@@ -251,7 +251,7 @@ impl RemoteClient {
                 inner.in_flight.succeeded();
                 return Ok(value);
             }
-            Ok(Err(status)) => transport_meaning(status),
+            Ok(Err(status)) => transport_is_unavailable(status),
             Err(_) => Status::deadline_exceeded(format!("no answer within {timeout:?}")),
         };
         let pushback = match status.code() {
@@ -271,21 +271,11 @@ impl RemoteClient {
     }
 }
 
-/// Gives two of tonic's own statuses the code a server would have sent:
-/// - its deadline (the channel's, equal to ours) as `CANCELLED` "Timeout expired": that is a
-///   missed deadline, `DEADLINE_EXCEEDED`, retried like one;
-/// - a connection that broke mid-call (the server died, a proxy reset it) as `UNKNOWN`
-///   "transport error": the server is unreachable, `UNAVAILABLE` (retried, counted by the
-///   breaker), with the cause in the message.
-fn transport_meaning(status: Status) -> Status {
+/// tonic reports a connection that broke mid-call (the server died, a proxy reset it) as
+/// `UNKNOWN` "transport error"; it means the server is unreachable, so it becomes
+/// `UNAVAILABLE` (retried, counted by the breaker) with the cause in the message.
+fn transport_is_unavailable(status: Status) -> Status {
     let Some(source) = std::error::Error::source(&status) else { return status };
-    let mut chain = Some(source);
-    while let Some(error) = chain {
-        if error.is::<tonic::TimeoutExpired>() {
-            return Status::deadline_exceeded(status.message().to_owned());
-        }
-        chain = error.source();
-    }
     if status.code() != tonic::Code::Unknown || !source.is::<tonic::transport::Error>() {
         return status;
     }
