@@ -31,6 +31,13 @@ pub enum CaptureError {
     /// A bad or escaping glob.
     #[error(transparent)]
     Pattern(#[from] KeyError),
+    /// An output whose name (or symlink target) is not UTF-8: a record cannot hold it, and
+    /// storing the rest would replay an incomplete result.
+    #[error("cannot store output {}: its name or link target is not valid UTF-8", path.display())]
+    NotUtf8 {
+        /// The file, directory or symlink.
+        path: PathBuf,
+    },
     /// Reading the tree failed.
     #[error("cannot read output {}: {source}", path.display())]
     Io {
@@ -88,9 +95,10 @@ impl CapturedOutputs {
     ) -> Result<(), CaptureError> {
         if metadata.file_type().is_symlink() {
             let target = fs::read_link(&absolute)
-                .map_err(|source| CaptureError::Io { path: absolute, source })?;
-            self.symlinks
-                .push(OutputSymlink { path, target: target.to_string_lossy().into_owned() });
+                .map_err(|source| CaptureError::Io { path: absolute.clone(), source })?;
+            let target = target.into_os_string().into_string();
+            let target = target.map_err(|_| CaptureError::NotUtf8 { path: absolute })?;
+            self.symlinks.push(OutputSymlink { path, target });
         } else if metadata.is_file() {
             self.files.push((path, absolute, metadata.permissions().mode() & 0o111 != 0));
         }
@@ -122,11 +130,25 @@ impl Walker<'_> {
         for entry in entries {
             let entry =
                 entry.map_err(|source| CaptureError::Io { path: absolute.clone(), source })?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-            let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
             let metadata = entry
                 .metadata()
                 .map_err(|source| CaptureError::Io { path: entry.path(), source })?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                // Matched by the name with its undecodable bytes replaced.
+                let lossy = entry.file_name().to_string_lossy().into_owned();
+                let path = if dir.is_empty() { lossy } else { format!("{dir}/{lossy}") };
+                let wanted = self.in_literal_dir(&path)
+                    || if metadata.is_dir() {
+                        self.spec.may_match_below(&path)
+                    } else {
+                        self.spec.includes(&path)
+                    };
+                if wanted {
+                    return Err(CaptureError::NotUtf8 { path: entry.path() });
+                }
+                continue;
+            };
+            let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
             if metadata.is_dir() {
                 self.walk(&path, captured)?;
             } else if self.in_literal_dir(&path) || self.spec.includes(&path) {

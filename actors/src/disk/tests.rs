@@ -506,3 +506,37 @@ fn many_fsynced_outputs_are_stored_in_parallel_in_file_order() {
     let error = store.store_outputs(&captured).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::NotFound);
 }
+
+#[test]
+fn outputs_whose_names_or_link_targets_are_not_utf8_are_refused_not_dropped() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    fs::create_dir_all(root.join("dist")).unwrap();
+    fs::write(root.join("dist/app.js"), "1").unwrap();
+    fs::write(root.join(OsStr::from_bytes(b"notes\xff.log")), "not an output").unwrap();
+    // `*.js` cannot reach below a top-level directory.
+    fs::create_dir(root.join(OsStr::from_bytes(b"vendor\xff"))).unwrap();
+    let patterns = vec!["dist".to_owned(), "*.js".to_owned()];
+    let captured = CapturedOutputs::collect(root, "build", "", &patterns).unwrap();
+    assert_eq!(captured.files.len(), 1, "a name no output glob wants is left alone");
+
+    for odd in [&b"dist/caf\xe9.js"[..], b"caf\xe9.js"] {
+        let path = root.join(OsStr::from_bytes(odd));
+        fs::write(&path, "2").unwrap();
+        let error = CapturedOutputs::collect(root, "build", "", &patterns).unwrap_err();
+        assert!(matches!(error, CaptureError::NotUtf8 { .. }), "{error}");
+        assert!(error.to_string().contains("caf\u{fffd}.js"), "{error}");
+        fs::remove_file(path).unwrap();
+    }
+    let odd_dir = root.join(OsStr::from_bytes(b"dist/sub\xff"));
+    fs::create_dir(&odd_dir).unwrap();
+    let error = CapturedOutputs::collect(root, "build", "", &patterns).unwrap_err();
+    assert!(error.to_string().contains("dist/sub\u{fffd}"), "{error}");
+    fs::remove_dir(odd_dir).unwrap();
+    symlink(OsStr::from_bytes(b"app\xff.js"), root.join("dist/latest.js")).unwrap();
+    let error = CapturedOutputs::collect(root, "build", "", &patterns).unwrap_err();
+    assert!(error.to_string().contains("dist/latest.js"), "{error}");
+}

@@ -32,6 +32,8 @@ pub(crate) struct InputSpec {
     /// the commonest input pattern, matched without compiling a glob.
     below: Vec<String>,
     include: GlobSet,
+    /// The normalised patterns of `include`, as written into it.
+    include_patterns: Vec<String>,
     ignore: GlobSet,
     /// Literal (glob-free) inputs: (pattern as written, path relative to the root).
     pub(crate) literals: Vec<(String, String)>,
@@ -96,6 +98,7 @@ impl InputSpec {
         let mut below = Vec::new();
         let mut literals = Vec::new();
         let mut bases = Vec::new();
+        let mut include_patterns = Vec::new();
         for pattern in inputs {
             let normalised = join_normalised(working_dir, pattern).ok_or_else(|| {
                 KeyError::OutsideRoot { task: task.to_owned(), pattern: pattern.clone() }
@@ -109,6 +112,7 @@ impl InputSpec {
                 bases.push(dir.trim_end_matches('/').to_owned());
             } else if is_glob(&normalised) {
                 include.add(glob(task, pattern, &normalised)?);
+                include_patterns.push(normalised.clone());
                 bases.push(literal_base(&normalised));
             } else {
                 literals.push((pattern.clone(), normalised));
@@ -130,12 +134,28 @@ impl InputSpec {
                 message: error.to_string(),
             })
         };
-        Ok(InputSpec { below, include: build(include)?, ignore: build(ignored)?, literals, bases })
+        let include = build(include)?;
+        Ok(InputSpec { below, include, include_patterns, ignore: build(ignored)?, literals, bases })
     }
 
     /// Whether an input glob matches `path` (relative to the root).
     pub(crate) fn includes(&self, path: &str) -> bool {
         self.below.iter().any(|dir| path.starts_with(dir.as_str())) || self.include.is_match(path)
+    }
+
+    /// Whether an input glob may match something below the directory `dir` (relative to the
+    /// root). Conservative: only a glob too shallow to reach below `dir` (no `**`, no more
+    /// components than `dir` has) rules it out.
+    pub(crate) fn may_match_below(&self, dir: &str) -> bool {
+        let inside = format!("{dir}/");
+        let depth = dir.split('/').count();
+        self.below
+            .iter()
+            .any(|prefix| inside.starts_with(prefix.as_str()) || prefix.starts_with(&inside))
+            || self
+                .include_patterns
+                .iter()
+                .any(|pattern| pattern.contains("**") || pattern.split('/').count() > depth)
     }
 
     /// Whether an ignore glob matches `path` (relative to the root).
@@ -256,11 +276,7 @@ impl Walk<'_> {
     }
 
     pub(super) fn wanted(&self, literal_dirs: &[String], path: &str) -> bool {
-        let in_literal_dir = literal_dirs.iter().any(|dir| {
-            dir.is_empty()
-                || (path.starts_with(dir.as_str()) && path.as_bytes().get(dir.len()) == Some(&b'/'))
-        });
-        (in_literal_dir || self.spec.includes(path)) && !self.spec.ignores(path)
+        (in_literal_dir(literal_dirs, path) || self.spec.includes(path)) && !self.spec.ignores(path)
     }
 
     /// Lists the files under `base` that the inputs want (files and symlinks; `.git` and the
@@ -284,12 +300,15 @@ impl Walk<'_> {
             };
             for entry in entries {
                 let entry = entry.map_err(|error| KeyError::io(self.task, &absolute, error))?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                let path = if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") };
                 let file_type = entry
                     .file_type()
                     .map_err(|error| KeyError::io(self.task, &entry.path(), error))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    self.unspellable(&dir, &entry, file_type.is_dir(), literal_dirs)?;
+                    continue;
+                };
+                let path = if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") };
                 if file_type.is_dir() {
                     if self.enters(name, &entry.path()) {
                         stack.push(path);
@@ -303,6 +322,30 @@ impl Walk<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// An entry of `dir` whose name is not UTF-8: an error when the inputs may want it or
+    /// something below it (matched by the name with its undecodable bytes replaced); otherwise
+    /// it is none of the key's business and is skipped.
+    pub(super) fn unspellable(
+        &self,
+        dir: &str,
+        entry: &fs::DirEntry,
+        is_dir: bool,
+        literal_dirs: &[String],
+    ) -> Result<(), KeyError> {
+        let lossy = entry.file_name().to_string_lossy().into_owned();
+        let path = if dir.is_empty() { lossy } else { format!("{dir}/{lossy}") };
+        let reached = if is_dir {
+            !self.skip_dirs.iter().any(|skip| *skip == entry.path())
+                && (in_literal_dir(literal_dirs, &path) || self.spec.may_match_below(&path))
+        } else {
+            self.wanted(literal_dirs, &path)
+        };
+        if reached {
+            return Err(KeyError::NotUtf8 { task: self.task.to_owned(), path: entry.path() });
+        }
+        Ok(())
     }
 
     /// Whether a walk descends into the directory `name` at `path`.
@@ -350,6 +393,14 @@ impl Walk<'_> {
         let file = InputFile { path, kind, hash, size: metadata.len() };
         Ok(Visited { file, fresh, source: Source::Read(metadata.len()) })
     }
+}
+
+/// Whether `path` lies below one of `literal_dirs` (`""` is the root).
+fn in_literal_dir(literal_dirs: &[String], path: &str) -> bool {
+    literal_dirs.iter().any(|dir| {
+        dir.is_empty()
+            || (path.starts_with(dir.as_str()) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+    })
 }
 
 /// A file to stat and hash: its path relative to the root.

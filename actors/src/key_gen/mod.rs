@@ -67,6 +67,18 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
+    /// A file or directory below an input base has a name that is not UTF-8, which a key (its
+    /// globs, its manifest) cannot spell; leaving it out would let it change unseen.
+    #[error(
+        "task \"{task}\": input {} has a name that is not valid UTF-8; rename it, or narrow the task's inputs so they do not reach it",
+        path.display()
+    )]
+    NotUtf8 {
+        /// The task.
+        task: String,
+        /// The file or directory.
+        path: PathBuf,
+    },
     /// The hashing pool could not be built.
     #[error("cannot start the hashing thread pool: {0}")]
     Pool(String),

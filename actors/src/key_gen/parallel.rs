@@ -63,11 +63,18 @@ fn dir<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, dir_path: String) {
                 Ok(entry) => entry,
                 Err(error) => return add(shared, Err(KeyError::io(walk.task, &absolute, error))),
             };
+            let file_type = entry.file_type();
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+            let Some(name) = name.to_str() else {
+                let is_dir = file_type.as_ref().is_ok_and(|kind| kind.is_dir());
+                match walk.unspellable(&dir_path, &entry, is_dir, shared.literal_dirs) {
+                    Ok(()) => continue,
+                    Err(error) => return add(shared, Err(error)),
+                }
+            };
             let path =
                 if dir_path.is_empty() { name.to_owned() } else { format!("{dir_path}/{name}") };
-            match entry.file_type() {
+            match file_type {
                 Ok(kind) if kind.is_dir() => {
                     if walk.enters(name, &entry.path()) {
                         dir(scope, shared, path);

@@ -414,3 +414,42 @@ fn everything_below_a_directory_matches_as_the_glob_does() {
     request.inputs = vec!["**".into()];
     assert_eq!(paths(&request).len(), 5);
 }
+
+#[test]
+fn a_name_that_is_not_utf8_is_an_error_where_the_inputs_reach_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let odd = OsStr::from_bytes(b"caf\xe9.rs");
+    for files in [3, 400] {
+        // A few files take the inline walk; hundreds take the parallel one.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..files {
+            write(root, &format!("src/f{i}.rs"), "x");
+        }
+        write(root, "docs/readme.md", "docs");
+        let mut request = KeyRequest::new(root, "build", "cargo build");
+        request.inputs = vec!["src/**/*.rs".into()];
+        let engine = engine();
+        let clean = key(&engine, &request).digest;
+
+        // Outside the inputs' reach (another directory, or a name the globs do not want), it
+        // is none of the key's business.
+        fs::write(root.join("docs").join(odd), "x").unwrap();
+        fs::create_dir(root.join("docs").join(OsStr::from_bytes(b"sub\xff"))).unwrap();
+        fs::write(root.join("src").join(OsStr::from_bytes(b"notes\xff.txt")), "x").unwrap();
+        assert_eq!(key(&engine, &request).digest, clean, "{files} files");
+
+        // A wanted file, or a directory the walk enters, could change unseen: an error that
+        // names the task and the path.
+        fs::write(root.join("src").join(odd), "x").unwrap();
+        let error = engine.compute(&request).unwrap_err();
+        assert!(matches!(&error, KeyError::NotUtf8 { task, .. } if task == "build"), "{error}");
+        assert!(error.to_string().contains("caf\u{fffd}.rs"), "{error}");
+        fs::remove_file(root.join("src").join(odd)).unwrap();
+        fs::create_dir(root.join("src").join(OsStr::from_bytes(b"sub\xff"))).unwrap();
+        let error = engine.compute(&request).unwrap_err();
+        assert!(error.to_string().contains("not valid UTF-8"), "{error}");
+    }
+}
