@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cuenv_actors::disk::{
     DiskLookup, DiskSettings, RestoreTarget, StoreOutcome, StoreRequest, now_ms,
 };
-use cuenv_actors::key_gen::{ActionKey, KeyManifest};
+use cuenv_actors::key_gen::{ActionKey, KeyManifest, KeyRequest, inputs_changed};
 use cuenv_actors::memory::MemoryEntry;
 use cuenv_actors::remote::RemoteSettings;
 use cuenv_actors::result::{ActionResult, TaskOutput};
@@ -256,12 +256,8 @@ impl EnhancedCacheManager {
         if mode == CacheMode::Off {
             return self.run_uncached(task, invocation.project_root, execute_fn).await;
         }
-        let key = self
-            .inner
-            .runtime
-            .key_gen()
-            .compute(key_request(&self.inner.config, &invocation))
-            .await?;
+        let request = key_request(&self.inner.config, &invocation);
+        let key = self.inner.runtime.key_gen().compute(request.clone()).await?;
         let target = RestoreTarget {
             root: invocation.project_root.to_owned(),
             stamps: Some(Arc::clone(&key.stamps)),
@@ -278,6 +274,7 @@ impl EnhancedCacheManager {
             task: task.clone(),
             digest: key.digest,
             manifest: key.manifest,
+            request,
             target: target.clone(),
             mode,
             lock_wait: invocation
@@ -460,6 +457,8 @@ struct Job {
     task: String,
     digest: Digest,
     manifest: KeyManifest,
+    /// What the key was computed from, to compute it again after the execution.
+    request: KeyRequest,
     target: RestoreTarget,
     mode: CacheMode,
     lock_wait: Duration,
@@ -625,7 +624,7 @@ impl Inner {
         let duration_ms = started.elapsed().as_millis() as u64;
         self.record(Counters { executions: 1, ..Counters::default() });
         let exit_code = output.exit_code;
-        let cacheable = job.mode.writes() && (exit_code == 0 || self.config.cache_failures);
+        let mut cacheable = job.mode.writes() && (exit_code == 0 || self.config.cache_failures);
         let mut execution = Execution {
             task: job.task.clone(),
             digest: Some(job.digest),
@@ -639,6 +638,7 @@ impl Inner {
         if let Some(early) = early {
             let _ = early.send(execution.clone());
         }
+        cacheable = cacheable && self.inputs_unchanged(&job).await;
         if cacheable {
             (execution.entry, execution.stored) = self.store(&job, output, duration_ms).await;
         } else {
@@ -646,6 +646,31 @@ impl Inner {
             output.stderr.discard();
         }
         Ok(execution)
+    }
+
+    /// Whether the task's inputs are still those its key was made from, now that it ran. A file
+    /// edited, added or removed meanwhile (other than the task's own outputs) means the outputs
+    /// may come from other inputs than the key says, so the result is not stored under it.
+    async fn inputs_unchanged(&self, job: &Job) -> bool {
+        let after = match self.runtime.key_gen().compute(job.request.clone()).await {
+            Ok(key) if key.digest == job.digest => return true,
+            Ok(key) => key,
+            Err(error) => {
+                tracing::warn!(task = %job.task, %error, "cannot check the task's inputs after it ran; its result is not cached");
+                return false;
+            }
+        };
+        let changed = inputs_changed(&job.manifest, &after.manifest);
+        if changed.is_empty() {
+            return true;
+        }
+        const SHOWN: usize = 5;
+        let mut files = changed.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if changed.len() > SHOWN {
+            files.push_str(&format!(" and {} more", changed.len() - SHOWN));
+        }
+        tracing::warn!(task = %job.task, %files, "inputs changed while the task ran; its result is not cached");
+        false
     }
 
     /// Stores an execution's result; a failure to store is logged, never the task's failure.

@@ -893,3 +893,55 @@ fn large_logs_are_stored_and_replayed_whole() {
     let errors: String = (1..=1000).map(|n| format!("{n}\n")).collect();
     assert!(second.stderr.contains(&errors), "stderr replayed");
 }
+
+#[test]
+fn an_input_edited_while_its_task_runs_keeps_the_result_out_of_the_cache() {
+    // The task reads its input only after the test has edited it, as when a file is saved
+    // during a long build: its output comes from the new content, its key from the old one.
+    let p = Project::new(&format!(
+        r#"[tasks.build]
+command = '{}; touch "$STATE/started"; while [ ! -e "$STATE/edited" ]; do sleep 0.02; done; cat src.txt > out.txt'
+inputs = ["src.txt"]
+outputs = ["out.txt"]
+"#,
+        mark("build")
+    ));
+    p.write("src.txt", "old");
+    let child = p.spawn(&["run", "build"], &[]);
+    let started = Instant::now();
+    while !p.state().join("started").exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "build never started");
+        pause(20);
+    }
+    p.write("src.txt", "new");
+    fs::write(p.state().join("edited"), "").expect("write marker");
+    let run = wait_with_deadline(child, Duration::from_secs(20)).ok();
+    assert!(run.stderr.contains("changed while the task ran"), "{}", run.stderr);
+    assert!(run.stderr.contains("src.txt"), "{}", run.stderr);
+    assert_eq!(p.read("out.txt"), "new");
+
+    // Back to the content the key was made from: a hit would replay "new".
+    p.write("src.txt", "old");
+    let again = p.run(&["run", "build"]).ok();
+    assert!(!again.hit("build"), "{}", again.stderr);
+    assert_eq!(p.read("out.txt"), "old");
+    assert_eq!(p.runs("build"), 2);
+    // Nothing changed during that run: it was stored, and hits now.
+    assert!(p.run(&["run", "build"]).ok().hit("build"));
+}
+
+#[test]
+fn a_task_that_writes_its_outputs_among_its_inputs_is_still_cached() {
+    let p = Project::new(&format!(
+        "[tasks.gen]\ncommand = '{}; mkdir -p src/gen && cp src/a.txt src/gen/a.copy'\ninputs = [\"src/**\"]\noutputs = [\"src/gen/**\"]\n",
+        mark("gen")
+    ));
+    p.write("src/a.txt", "a");
+    let first = p.run(&["run", "gen"]).ok();
+    assert!(!first.stderr.contains("changed while"), "{}", first.stderr);
+    fs::remove_dir_all(p.path("src/gen")).expect("remove outputs");
+    let restored = p.run(&["run", "gen"]).ok();
+    assert!(restored.hit("gen"), "{}", restored.stderr);
+    assert_eq!(p.read("src/gen/a.copy"), "a");
+    assert_eq!(p.runs("gen"), 1);
+}

@@ -140,6 +140,38 @@ pub struct ActionKey {
     pub stamps: Arc<StatCache>,
 }
 
+/// The input files that differ between two keys of one task — changed, added or removed —
+/// made before and after it ran, other than the task's own outputs (a task may write into the
+/// tree its inputs come from). Sorted by path.
+pub fn inputs_changed(before: &KeyManifest, after: &KeyManifest) -> Vec<String> {
+    // An output pattern that does not compile was refused when the outputs were collected;
+    // here it only means every change counts.
+    let outputs = InputSpec::compile(&before.task, &before.working_dir, &before.outputs, &[]).ok();
+    let is_output = |path: &str| {
+        outputs.as_ref().is_some_and(|spec| {
+            spec.includes(path)
+                || spec.literals.iter().any(|(_, literal)| {
+                    path.strip_prefix(literal.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+        })
+    };
+    let files = |manifest: &'_ KeyManifest| -> HashMap<String, InputFile> {
+        manifest.input_files().iter().map(|file| (file.path.clone(), file.clone())).collect()
+    };
+    let (old, new) = (files(before), files(after));
+    let mut changed: Vec<String> = old
+        .iter()
+        .filter(|(path, file)| new.get(*path) != Some(file))
+        .map(|(path, _)| path)
+        .chain(new.keys().filter(|path| !old.contains_key(*path)))
+        .filter(|path| !is_output(path))
+        .cloned()
+        .collect();
+    changed.sort();
+    changed
+}
+
 /// The synchronous key generator: a rayon pool plus per-project stat caches.
 #[derive(Debug)]
 pub struct KeyEngine {

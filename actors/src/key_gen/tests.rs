@@ -453,3 +453,30 @@ fn a_name_that_is_not_utf8_is_an_error_where_the_inputs_reach_it() {
         assert!(error.to_string().contains("not valid UTF-8"), "{error}");
     }
 }
+
+#[test]
+fn inputs_changed_names_edits_additions_and_removals_but_not_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "pkg/src/a.rs", "a");
+    write(root, "pkg/src/b.rs", "b");
+    write(root, "pkg/dist/old.js", "old");
+    write(root, "pkg/gen.txt", "g");
+    let mut request = KeyRequest::new(root, "build", "make");
+    request.working_dir = "pkg".into();
+    request.inputs = vec!["**".into()];
+    request.outputs = vec!["dist".into(), "*.txt".into()];
+    let engine = engine();
+    let before = key(&engine, &request).manifest;
+    assert!(inputs_changed(&before, &before).is_empty());
+
+    write(root, "pkg/src/a.rs", "edited");
+    fs::remove_file(root.join("pkg/src/b.rs")).unwrap();
+    write(root, "pkg/src/c.rs", "added");
+    // The task's own outputs, literal directory and glob alike, may change freely.
+    write(root, "pkg/dist/old.js", "rebuilt");
+    write(root, "pkg/dist/new/x.js", "x");
+    write(root, "pkg/gen.txt", "regenerated");
+    let after = key(&engine, &request).manifest;
+    assert_eq!(inputs_changed(&before, &after), ["pkg/src/a.rs", "pkg/src/b.rs", "pkg/src/c.rs"]);
+}
