@@ -139,6 +139,21 @@ pub fn check(file: &TaskFile, options: &RunOptions) -> Result<(), Error> {
     overlap::check(file, &plan)
 }
 
+/// Advice on a valid task file, one line per cached task that declares outputs its own inputs
+/// may include: they are part of its key, so the run after they first appear executes it again.
+pub fn notes(file: &TaskFile) -> Vec<String> {
+    file.tasks
+        .iter()
+        .filter(|(_, task)| task.cache)
+        .filter_map(|(name, _)| {
+            let (output, input) = overlap::own_output_among_inputs(file, name)?;
+            Some(format!(
+                "task \"{name}\": its output \"{output}\" falls under its input \"{input}\", so its key includes what it wrote and the next run executes it again; list the output in cacheConfig.ignoreInputs unless the task reads it (as an in-place formatter does)"
+            ))
+        })
+        .collect()
+}
+
 /// Runs the requested tasks and their dependencies.
 pub async fn run(
     manager: &EnhancedCacheManager,

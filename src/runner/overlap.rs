@@ -153,6 +153,41 @@ fn overlap(a: &Output, b: &Output) -> bool {
     }
 }
 
+/// A declared output of `task` that its own inputs may match, with that input, unless an
+/// `ignoreInputs` pattern may cover it. Such outputs are part of the task's key: the first run
+/// after they appear executes the task again (its key now includes them).
+pub(crate) fn own_output_among_inputs(file: &TaskFile, task: &str) -> Option<(String, String)> {
+    let config = &file.tasks[task];
+    let working_dir = config.working_dir.as_deref().unwrap_or_default();
+    let ignored: Vec<Output> = config
+        .cache_config
+        .ignore_inputs
+        .iter()
+        .filter_map(|raw| {
+            let anywhere = if raw.contains('/') { raw.clone() } else { format!("**/{raw}") };
+            join_normalised(working_dir, &anywhere)
+        })
+        .map(Output::new)
+        .collect();
+    // As written (relative to the working directory), beside their joined form.
+    let joined =
+        |raw: &String| Some((raw.clone(), Output::new(join_normalised(working_dir, raw)?)));
+    let inputs: Vec<(String, Output)> = if config.cache_key.is_some() {
+        Vec::new()
+    } else {
+        config.inputs.iter().chain(&config.cache_config.extra_inputs).filter_map(joined).collect()
+    };
+    config
+        .outputs
+        .iter()
+        .filter_map(joined)
+        .filter(|(_, output)| !ignored.iter().any(|ignore| overlap(ignore, output)))
+        .find_map(|(raw_output, output)| {
+            let (raw_input, _) = inputs.iter().find(|(_, input)| overlap(input, &output))?;
+            Some((raw_output, raw_input.clone()))
+        })
+}
+
 /// Fails with every overlapping pair of concurrently runnable tasks.
 ///
 /// Outputs are sorted by their literal base, so only outputs whose bases are prefix-related

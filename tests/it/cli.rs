@@ -954,3 +954,36 @@ fn a_task_that_writes_its_outputs_among_its_inputs_is_still_cached() {
     assert_eq!(p.read("src/gen/a.copy"), "a");
     assert_eq!(p.runs("gen"), 1);
 }
+
+#[test]
+fn validate_notes_outputs_that_fall_under_their_own_inputs() {
+    let task = |extra: &str| {
+        format!(
+            "[tasks.gen]\nworkingDir = 'pkg'\ncommand = '{}; mkdir -p dist && cp a.txt dist/a.txt'\ninputs = ['**']\noutputs = ['dist/**']\n{extra}",
+            mark("gen")
+        )
+    };
+    let p = Project::new(&task(""));
+    p.write("pkg/a.txt", "a");
+    let validate = p.run(&["cache", "validate"]).ok();
+    assert!(
+        validate
+            .stdout
+            .contains("note: task \"gen\": its output \"dist/**\" falls under its input \"**\""),
+        "{}",
+        validate.stdout
+    );
+    // As the note says: the second run sees dist/ among the inputs and executes again.
+    p.run(&["run", "gen"]).ok();
+    assert!(!p.run(&["run", "gen"]).ok().hit("gen"));
+    assert_eq!(p.runs("gen"), 2);
+
+    // With the advice followed there is nothing to note, and the second run hits.
+    let p = Project::new(&task("cacheConfig = { ignoreInputs = ['dist/**'] }\n"));
+    p.write("pkg/a.txt", "a");
+    let validate = p.run(&["cache", "validate"]).ok();
+    assert!(!validate.stdout.contains("note:"), "{}", validate.stdout);
+    p.run(&["run", "gen"]).ok();
+    assert!(p.run(&["run", "gen"]).ok().hit("gen"));
+    assert_eq!(p.runs("gen"), 1);
+}

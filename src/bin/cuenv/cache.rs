@@ -42,7 +42,7 @@ fn validate(setup: &Setup) -> anyhow::Result<u8> {
     let file = match setup.task_file() {
         Ok(file) => file,
         Err(error) => {
-            say(&format!("error: {error:#}"));
+            say(&format!("error: {}", crate::error_line(&error)));
             return Ok(1);
         }
     };
@@ -61,6 +61,9 @@ fn validate(setup: &Setup) -> anyhow::Result<u8> {
     match runner::check(&file, &options) {
         Ok(()) => {
             say(&format!("ok: task file {} ({} tasks)", file.path.display(), file.tasks.len()));
+            for note in runner::notes(&file) {
+                say(&format!("note: {note}"));
+            }
             Ok(0)
         }
         Err(error) => {

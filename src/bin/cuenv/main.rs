@@ -78,7 +78,7 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line, `: `-separated. Many messages already end with their
 /// cause's text; such a cause is not repeated.
-fn error_line(error: &anyhow::Error) -> String {
+pub(crate) fn error_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
