@@ -301,12 +301,18 @@ async fn run_task(
     let (status, digest, saved_ms) = match outcome {
         Ok(done) => done,
         Err(error) => {
+            // Every line that shows the reason names the task already.
+            let text = error.to_string();
+            let reason = match text.strip_prefix(&format!("task \"{name}\": ")) {
+                Some(rest) => rest.to_owned(),
+                None => text,
+            };
             let status = if *context.cancel.borrow() {
                 TaskStatus::Interrupted
             } else if is_configuration_error(&error) {
-                TaskStatus::Invalid(error.to_string())
+                TaskStatus::Invalid(reason)
             } else {
-                TaskStatus::Failed(error.to_string())
+                TaskStatus::Failed(reason)
             };
             (status, None, 0)
         }
@@ -370,8 +376,9 @@ fn summarize(printer: &Printer, report: &RunReport) {
         Some((name, TaskStatus::Failed(reason))) => {
             printer.summary(&format!(" Failed: task \"{name}\": {reason}"))
         }
-        // Configuration errors already name their task.
-        Some((_, TaskStatus::Invalid(reason))) => printer.summary(&format!(" Error:  {reason}")),
+        Some((name, TaskStatus::Invalid(reason))) => {
+            printer.summary(&format!(" Error:  task \"{name}\": {reason}"))
+        }
         _ => {}
     }
     if report.interrupted {

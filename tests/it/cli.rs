@@ -878,8 +878,8 @@ fn a_task_timeout_kills_it() {
     let started = Instant::now();
     let run = p.run(&["run", "hang"]).expect(1);
     assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
-    assert!(run.stderr.contains("Failed: task \"hang\""), "{}", run.stderr);
-    assert!(run.stderr.contains("timed out after 1 s"), "{}", run.stderr);
+    assert!(run.stderr.contains("Failed: task \"hang\": timed out after 1 s"), "{}", run.stderr);
+    assert!(run.stderr.contains("hang: failed: timed out after 1 s"), "{}", run.stderr);
     assert!(!p.state().join("finished").exists());
     assert_eq!(p.runs("hang"), 1);
 }
