@@ -453,6 +453,13 @@ impl EnhancedCacheManager {
 }
 
 /// What a leader needs to execute and store.
+/// A result found in a tier, before its outputs are restored.
+struct Found {
+    entry: Arc<MemoryEntry>,
+    digest: Digest,
+    tier: Tier,
+}
+
 struct Job {
     task: String,
     digest: Digest,
@@ -487,7 +494,8 @@ impl Inner {
         ask_remote: bool,
     ) -> Result<Option<Execution>, Error> {
         if let Some(entry) = self.runtime.memory().get(*digest).await?
-            && let Some(hit) = self.restore_hit(entry, Tier::Memory, task, target).await?
+            && let Some(hit) =
+                self.restore_hit(entry, Tier::Memory, task, target, ask_remote).await?
         {
             return Ok(Some(hit));
         }
@@ -499,7 +507,8 @@ impl Inner {
             (DiskLookup::Hit(entry), Some(restored)) => {
                 self.runtime.memory().put(*digest, Arc::clone(&entry));
                 let tier = if prefetched == Some(true) { Tier::Remote } else { Tier::Disk };
-                self.finish_hit(entry, *digest, tier, task, &target.root, restored)
+                let found = Found { entry, digest: *digest, tier };
+                self.finish_hit(found, task, &target.root, restored, ask_remote)
             }
             (DiskLookup::Corrupt { .. }, _) => {
                 self.record(Counters { corrupt: 1, ..Counters::default() });
@@ -527,7 +536,7 @@ impl Inner {
         match self.runtime.disk().lookup(*digest).await? {
             DiskLookup::Hit(entry) => {
                 self.runtime.memory().insert(*digest, Arc::clone(&entry)).await?;
-                self.restore_hit(entry, Tier::Remote, task, target).await
+                self.restore_hit(entry, Tier::Remote, task, target, true).await
             }
             DiskLookup::Miss | DiskLookup::Corrupt { .. } => Ok(None),
         }
@@ -539,21 +548,23 @@ impl Inner {
         tier: Tier,
         task: &str,
         target: &RestoreTarget,
+        first_look: bool,
     ) -> Result<Option<Execution>, Error> {
         let digest = entry.result.manifest.digest();
         let restored = self.runtime.disk().restore(Arc::clone(&entry), target.clone()).await;
-        self.finish_hit(entry, digest, tier, task, &target.root, restored)
+        self.finish_hit(Found { entry, digest, tier }, task, &target.root, restored, first_look)
     }
 
-    /// Counts a hit whose outputs were restored, or turns a damaged one into a miss.
+    /// Counts a hit whose outputs were restored, or turns a damaged one into a miss. A project
+    /// that stands in the way makes a miss too, reported on the first look only (the leader's
+    /// second look meets the same obstacle).
     fn finish_hit(
         &self,
-        entry: Arc<MemoryEntry>,
-        digest: Digest,
-        tier: Tier,
+        Found { entry, digest, tier }: Found,
         task: &str,
         root: &Path,
         restored: Result<cuenv_actors::disk::RestoreReport, cuenv_actors::Error>,
+        first_look: bool,
     ) -> Result<Option<Execution>, Error> {
         match restored {
             Ok(_) => {}
@@ -561,6 +572,12 @@ impl Inner {
                 tracing::warn!(task, %error, "cached outputs are damaged; executing instead");
                 self.runtime.memory().invalidate(digest);
                 self.record(Counters { corrupt: 1, ..Counters::default() });
+                return Ok(None);
+            }
+            Err(cuenv_actors::Error::Restore(error)) if error.is_workspace_obstacle() => {
+                if first_look {
+                    tracing::warn!(task, %error, "cannot restore the cached outputs; executing instead");
+                }
                 return Ok(None);
             }
             Err(error) => return Err(error.into()),

@@ -987,3 +987,28 @@ fn validate_notes_outputs_that_fall_under_their_own_inputs() {
     assert!(p.run(&["run", "gen"]).ok().hit("gen"));
     assert_eq!(p.runs("gen"), 1);
 }
+
+#[test]
+fn a_symlink_where_an_output_directory_goes_is_not_restored_through_nor_blamed_on_the_cache() {
+    let p = Project::new(&format!(
+        "[tasks.build]\ncommand = '{}; mkdir -p dist && echo built > dist/out.txt'\noutputs = [\"dist/**\"]\n",
+        mark("build")
+    ));
+    p.run(&["run", "build"]).ok();
+    // The project now has dist as a symlink leading outside it.
+    let outside = p.state().join("elsewhere");
+    fs::create_dir(&outside).expect("create dir");
+    fs::remove_dir_all(p.path("dist")).expect("remove dist");
+    std::os::unix::fs::symlink(&outside, p.path("dist")).expect("symlink");
+    let run = p.run(&["run", "build"]).ok();
+    let warnings: Vec<&str> =
+        run.stderr.lines().filter(|line| line.contains("cannot restore")).collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("is a symlink in the project"), "{}", run.stderr);
+    assert!(!run.stderr.contains("damaged"), "{}", run.stderr);
+    // Nothing was restored through the link: the task itself ran (and wrote through it).
+    assert_eq!(p.runs("build"), 2);
+    let stats = p.run(&["cache", "stats", "--json"]).ok();
+    let stats: Value = serde_json::from_str(&stats.stdout).expect("stats json");
+    assert_eq!(stats["total"]["corrupt"], 0, "{stats}");
+}

@@ -53,11 +53,22 @@ impl From<PathBuf> for RestoreTarget {
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    /// The record names a path that is absolute, climbs with `..`, or runs through a symlink.
+    /// The record names a path that is absolute, climbs with `..`, or runs through one of the
+    /// record's own symlinks.
     #[error("cached output {path:?} is not a safe path inside the project")]
     Unsafe {
         /// The path as recorded.
         path: String,
+    },
+    /// A directory on the way to an output is a symlink in the project. A restore never writes
+    /// through one (it may lead outside the project); the entry itself is sound.
+    #[error(
+        "{} is a symlink in the project, and cached outputs are never restored through one",
+        path.display()
+    )]
+    SymlinkInTheWay {
+        /// The symlink.
+        path: PathBuf,
     },
     /// An output's blob is missing or damaged (it has been removed).
     #[error("cached output {path:?} is missing from the store or damaged")]
@@ -81,6 +92,12 @@ impl RestoreError {
     /// rather than the workspace.
     pub fn is_cache_fault(&self) -> bool {
         matches!(self, RestoreError::Unsafe { .. } | RestoreError::BlobGone { .. })
+    }
+
+    /// Whether the project stands in the way of a sound entry (the caller should execute
+    /// instead, without blaming the cache).
+    pub fn is_workspace_obstacle(&self) -> bool {
+        matches!(self, RestoreError::SymlinkInTheWay { .. })
     }
 }
 
@@ -117,7 +134,16 @@ impl DiskStore {
             .iter()
             .chain(result.output_files.iter().map(|file| &file.path))
             .chain(result.output_symlinks.iter().map(|link| &link.path));
-        if let Some(bad) = all_paths.into_iter().find(|path| !is_safe_relative(path)) {
+        if let Some(bad) = all_paths.clone().find(|path| !is_safe_relative(path)) {
+            return Err(RestoreError::Unsafe { path: bad.clone() });
+        }
+        // An output below one of the record's own symlinks would be written through it.
+        let below_a_link = |path: &&String| {
+            result.output_symlinks.iter().any(|link| {
+                path.strip_prefix(link.path.as_str()).is_some_and(|rest| rest.starts_with('/'))
+            })
+        };
+        if let Some(bad) = all_paths.into_iter().find(below_a_link) {
             return Err(RestoreError::Unsafe { path: bad.clone() });
         }
         let dirs = SafeDirs { root, checked: Mutex::default() };
@@ -349,7 +375,7 @@ impl SafeDirs<'_> {
             let io_error = |source| RestoreError::Io { path: absolute.clone(), source };
             match fs::symlink_metadata(&absolute) {
                 Ok(metadata) if metadata.file_type().is_symlink() => {
-                    return Err(RestoreError::Unsafe { path: dir.to_owned() });
+                    return Err(RestoreError::SymlinkInTheWay { path: absolute });
                 }
                 Ok(metadata) if metadata.is_dir() => {}
                 Ok(_) => {

@@ -182,11 +182,24 @@ fn unsafe_paths_in_a_record_are_refused_before_anything_is_written() {
             "{bad}: {error}"
         );
     }
-    // A symlink already in the workspace must not lead a restore outside the root.
+    // A record whose file lies below one of its own symlinks would write through it.
+    result.output_files[0].path = "out/file.txt".to_owned();
+    let link = OutputSymlink { path: "out".into(), target: outside.path().display().to_string() };
+    result.output_symlinks = vec![link];
+    let error = store.restore_outputs(&result, project.path()).unwrap_err();
+    assert!(matches!(error, RestoreError::Unsafe { .. }) && error.is_cache_fault(), "{error}");
+    result.output_symlinks.clear();
+    // A symlink already in the workspace must not lead a restore outside the root either; the
+    // entry is sound, so the project is named, not the cache.
     symlink(outside.path(), project.path().join("link")).unwrap();
     result.output_files[0].path = "link/file.txt".to_owned();
     let error = store.restore_outputs(&result, project.path()).unwrap_err();
-    assert!(matches!(error, RestoreError::Unsafe { .. }), "{error}");
+    assert!(
+        matches!(&error, RestoreError::SymlinkInTheWay { path } if path.ends_with("link"))
+            && error.is_workspace_obstacle()
+            && !error.is_cache_fault(),
+        "{error}"
+    );
     assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
     assert_eq!(fs::read_dir(project.path()).unwrap().count(), 1);
 }
