@@ -2,6 +2,7 @@
 //! the terminal line by line and captured to files at the same time, with a timeout and
 //! cancellation that kill the whole group.
 
+use std::future::Future;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,13 @@ use super::output::{Printer, Stream};
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long pipes may take to close after SIGKILL reached every process holding them.
+const KILLED_GRACE: Duration = Duration::from_millis(200);
+
+/// How long the task's output may stay open after its shell exited (a process it started in
+/// the background still holding it) before the rest of its process group is stopped.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -74,8 +82,12 @@ pub(crate) async fn run(
             )
         })?;
     let group = child.id().and_then(|id| i32::try_from(id).ok());
-    let stdout = pump(child.stdout.take(), spawn.task.clone(), Stream::Stdout, Arc::clone(printer));
-    let stderr = pump(child.stderr.take(), spawn.task.clone(), Stream::Stderr, Arc::clone(printer));
+    let (stop, stopped) = watch::channel(false);
+    let task = &spawn.task;
+    let out = child.stdout.take();
+    let stdout = pump(out, task.clone(), Stream::Stdout, Arc::clone(printer), stopped.clone());
+    let err = child.stderr.take();
+    let stderr = pump(err, task.clone(), Stream::Stderr, Arc::clone(printer), stopped);
     let deadline = async {
         match spawn.timeout {
             Some(timeout) => tokio::time::sleep(timeout).await,
@@ -94,9 +106,43 @@ pub(crate) async fn run(
         () = cancelled => { kill_group(group, &mut child).await; Ended::Cancelled }
     };
     // The logs are complete once both pipes reach end of file.
-    let stdout = stdout.await.map_err(io::Error::other)??;
-    let stderr = stderr.await.map_err(io::Error::other)??;
-    Ok((ended, stdout, stderr))
+    let logs = async { (stdout.await, stderr.await) };
+    tokio::pin!(logs);
+    let (stdout, stderr) = match tokio::time::timeout(DRAIN_GRACE, &mut logs).await {
+        Ok(logs) => logs,
+        Err(_) => {
+            // The shell is gone, yet something it started keeps the pipes open: a task ends
+            // with its shell, so the rest of its group is stopped (and a holder outside the
+            // group is no longer read from).
+            printer.note(
+                &spawn.task,
+                "ended, but processes it started still held its output open; stopping them",
+            );
+            stop_leftovers(group, &mut logs, &stop).await
+        }
+    };
+    Ok((ended, stdout.map_err(io::Error::other)??, stderr.map_err(io::Error::other)??))
+}
+
+/// SIGTERM, then SIGKILL, to what is left of the task's process group, until `logs` reach end
+/// of file; past that, `stop` tells the pumps to finish with what they have.
+async fn stop_leftovers<T>(
+    group: Option<i32>,
+    logs: &mut std::pin::Pin<&mut impl Future<Output = T>>,
+    stop: &watch::Sender<bool>,
+) -> T {
+    // SIGKILL takes effect at once: what still holds the pipes after it is outside the group.
+    for (signal, grace) in [(libc::SIGTERM, KILL_GRACE), (libc::SIGKILL, KILLED_GRACE)] {
+        if let Some(group) = group {
+            // SAFETY: killpg only sends a signal; the group id is our child's own group.
+            unsafe { libc::killpg(group, signal) };
+        }
+        if let Ok(logs) = tokio::time::timeout(grace, &mut *logs).await {
+            return logs;
+        }
+    }
+    let _ = stop.send(true);
+    logs.await
 }
 
 /// The `sh` that `PATH` names, looked up once per run: given a bare `sh`, every spawn would try
@@ -131,11 +177,14 @@ const SPILL_AT: usize = 1 << 20;
 /// Copies a pipe, line by line, to the printer and to the capture: in memory while small, in a
 /// temp file once it grows past [`SPILL_AT`] (a large log is never held in memory). A spilled
 /// log is handed to the cache, which removes the file once it has stored it (or chose not to).
+/// Once `stop` turns true, the pump ends with what it has read (a partial last line
+/// included), whether or not the pipe reached end of file.
 fn pump(
     pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
     task: String,
     stream: Stream,
     printer: Arc<Printer>,
+    mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<io::Result<Log>> {
     tokio::spawn(async move {
         let mut memory = Vec::new();
@@ -143,10 +192,22 @@ fn pump(
         let Some(pipe) = pipe else { return Ok(Log::Bytes(memory)) };
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
         let mut line = Vec::with_capacity(256);
-        loop {
+        let mut stopped = false;
+        while !stopped {
             line.clear();
-            if reader.read_until(b'\n', &mut line).await? == 0 {
-                break;
+            tokio::select! {
+                // Cancelling `read_until` keeps what it read in `line`.
+                read = reader.read_until(b'\n', &mut line) => {
+                    if read? == 0 {
+                        break;
+                    }
+                }
+                Ok(_) = stop.wait_for(|stop| *stop) => {
+                    stopped = true;
+                    if line.is_empty() {
+                        break;
+                    }
+                }
             }
             printer.line(&task, stream, &line);
             match &mut spilled {

@@ -1012,3 +1012,52 @@ fn a_symlink_where_an_output_directory_goes_is_not_restored_through_nor_blamed_o
     let stats: Value = serde_json::from_str(&stats.stdout).expect("stats json");
     assert_eq!(stats["total"]["corrupt"], 0, "{stats}");
 }
+
+#[test]
+fn a_background_process_left_holding_the_output_does_not_hold_up_the_run() {
+    let p = Project::new(&format!(
+        r#"[tasks.late]
+command = '{}; (sleep 0.2; echo late) & echo early'
+[tasks.daemon]
+command = '{}; echo started; sleep 60 & echo $! > "$STATE/daemon.pid"'
+[tasks.detached]
+command = '{}; echo detached; setsid sleep 60 & echo $! > "$STATE/detached.pid"'
+"#,
+        mark("late"),
+        mark("daemon"),
+        mark("detached")
+    ));
+    // Output written shortly after the shell exits is still waited for, and captured.
+    let late = p.run(&["run", "late"]).ok();
+    assert!(late.stdout.contains("early") && late.stdout.contains("late"), "{}", late.stdout);
+    assert!(!late.stderr.contains("stopping them"), "{}", late.stderr);
+    assert!(p.run(&["run", "late"]).ok().stdout.contains("late"), "replayed whole");
+
+    // A process of the task's group that keeps the pipes open is stopped.
+    let started = Instant::now();
+    let daemon = p.run(&["run", "daemon"]).ok();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(daemon.stdout.contains("started"), "{}", daemon.stdout);
+    assert!(
+        daemon.stderr.contains("still held its output open; stopping them"),
+        "{}",
+        daemon.stderr
+    );
+    let pid: i32 =
+        fs::read_to_string(p.state().join("daemon.pid")).expect("pid").trim().parse().expect("pid");
+    assert!(!alive(pid), "the background process survived");
+    assert!(p.run(&["run", "daemon"]).ok().hit("daemon"));
+
+    // One that left the group cannot be signalled: the run stops reading from it instead.
+    let started = Instant::now();
+    let detached = p.run(&["run", "detached"]).ok();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(detached.stdout.contains("detached"), "{}", detached.stdout);
+    let pid: i32 = fs::read_to_string(p.state().join("detached.pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    // SAFETY: kill only sends a signal, to the process this test's task started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
