@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -174,6 +174,9 @@ async fn kill_group(group: Option<i32>, child: &mut Child) {
 /// Logs up to this size stay in memory; a larger log spills to its capture file.
 const SPILL_AT: usize = 1 << 20;
 
+/// Bytes of a spilled log gathered before each write to its capture file.
+const SPILL_BUFFER: usize = 256 * 1024;
+
 /// Copies a pipe, line by line, to the printer and to the capture: in memory while small, in a
 /// temp file once it grows past [`SPILL_AT`] (a large log is never held in memory). A spilled
 /// log is handed to the cache, which removes the file once it has stored it (or chose not to).
@@ -188,7 +191,7 @@ fn pump(
 ) -> tokio::task::JoinHandle<io::Result<Log>> {
     tokio::spawn(async move {
         let mut memory = Vec::new();
-        let mut spilled: Option<(tokio::fs::File, PathBuf)> = None;
+        let mut spilled: Option<(BufWriter<tokio::fs::File>, PathBuf)> = None;
         let Some(pipe) = pipe else { return Ok(Log::Bytes(memory)) };
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
         let mut line = Vec::with_capacity(256);
@@ -196,9 +199,10 @@ fn pump(
         while !stopped {
             line.clear();
             tokio::select! {
-                // Cancelling `read_until` keeps what it read in `line`.
-                read = reader.read_until(b'\n', &mut line) => {
-                    if read? == 0 {
+                // Cancelling the read keeps what it read in `line`.
+                read = read_line(&mut reader, &mut line) => {
+                    read?;
+                    if line.is_empty() {
                         break;
                     }
                 }
@@ -218,7 +222,9 @@ fn pump(
                         .tempfile()?
                         .keep()
                         .map_err(|error| error.error)?;
-                    let mut capture = tokio::fs::File::from_std(std_file);
+                    // Buffered: each write to a tokio file is a trip to a blocking thread.
+                    let file = tokio::fs::File::from_std(std_file);
+                    let mut capture = BufWriter::with_capacity(SPILL_BUFFER, file);
                     capture.write_all(&memory).await?;
                     capture.write_all(&line).await?;
                     memory = Vec::new();
@@ -235,6 +241,33 @@ fn pump(
             None => Ok(Log::Bytes(memory)),
         }
     })
+}
+
+/// The most of one line that is held in memory: a longer line is passed on in pieces of this
+/// size (the capture stays byte for byte; the terminal shows each piece as a line).
+const MAX_LINE: usize = 64 * 1024;
+
+/// Appends to `line` up to and including the next newline, or [`MAX_LINE`] bytes of a longer
+/// line, or what is left at end of file (nothing: the pipe is done). Cancel-safe like
+/// `read_until`: bytes read before a cancellation are in `line`.
+async fn read_line<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+) -> io::Result<()> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(());
+        }
+        let wanted =
+            available.iter().position(|byte| *byte == b'\n').map_or(available.len(), |at| at + 1);
+        let taken = wanted.min(MAX_LINE - line.len());
+        line.extend_from_slice(&available[..taken]);
+        reader.consume(taken);
+        if line.ends_with(b"\n") || line.len() >= MAX_LINE {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1061,3 +1061,18 @@ command = '{}; echo detached; setsid sleep 60 & echo $! > "$STATE/detached.pid"'
     // SAFETY: kill only sends a signal, to the process this test's task started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
+
+#[test]
+fn a_line_longer_than_any_buffer_is_captured_byte_for_byte() {
+    // 3 MB and not one newline: shown in pieces as it comes, stored and replayed exactly.
+    let p = Project::new(&format!(
+        "[tasks.minified]\ncommand = '{}; head -c 3000000 /dev/zero | tr \"\\\\0\" x'\n",
+        mark("minified")
+    ));
+    let first = p.run(&["run", "minified"]).ok();
+    assert_eq!(first.stdout.replace('\n', ""), "x".repeat(3_000_000));
+    let second = p.run(&["run", "minified"]).ok();
+    assert!(second.hit("minified"), "{}", second.stderr);
+    // The replay shows the log as stored: one line (ended on the terminal by a newline).
+    assert_eq!(second.stdout, format!("{}\n", "x".repeat(3_000_000)));
+}
