@@ -1076,3 +1076,24 @@ fn a_line_longer_than_any_buffer_is_captured_byte_for_byte() {
     // The replay shows the log as stored: one line (ended on the terminal by a newline).
     assert_eq!(second.stdout, format!("{}\n", "x".repeat(3_000_000)));
 }
+
+#[test]
+fn a_cache_directory_inside_the_project_is_never_an_output() {
+    let toml =
+        format!("[tasks.all]\ncommand = '{}; echo hi > a.txt'\noutputs = ['**']\n", mark("all"));
+    let p = Project::new(&toml);
+    let (cache, home) = (p.path(".cache"), p.dir.path().join("home"));
+    // The same HOME for both projects: it is on the default env_include.
+    let cache_env = [
+        ("CUENV_CACHE_DIR", cache.to_str().expect("utf-8 path")),
+        ("HOME", home.to_str().expect("utf-8 path")),
+    ];
+    p.run_env(&["run", "all"], &cache_env).ok();
+    p.run_env(&["run", "all"], &cache_env).ok();
+    // A copy of the project replays the result: the task's file, and nothing of the cache.
+    let copy = Project::new(&toml);
+    let replay = copy.run_env(&["run", "all"], &cache_env).ok();
+    assert!(replay.hit("all"), "{}", replay.stderr);
+    assert_eq!(copy.read("a.txt"), "hi\n");
+    assert!(!copy.path(".cache").exists(), "the cache was stored as an output");
+}

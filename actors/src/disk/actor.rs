@@ -454,6 +454,7 @@ fn collect_and_store(store: &DiskStore, request: StoreRequest) -> Result<StoreOu
         &manifest.task,
         &manifest.working_dir,
         &manifest.outputs,
+        std::slice::from_ref(&store.settings().cache_dir),
     )?;
     // Sized only for a task with a `maxSize` (a stat per output, before anything is stored).
     if let Some(limit) = request.max_size {

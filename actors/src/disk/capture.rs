@@ -51,12 +51,14 @@ pub enum CaptureError {
 
 impl CapturedOutputs {
     /// Collects the outputs of `task` matched by `patterns` (relative to `working_dir`, itself
-    /// relative to `root`).
+    /// relative to `root`). Like the input walk, a walk never enters `.git` or `skip_dirs` (the
+    /// cache directory): a glob such as `**` must not take the cache, or the repository, along.
     pub fn collect(
         root: &Path,
         task: &str,
         working_dir: &str,
         patterns: &[String],
+        skip_dirs: &[PathBuf],
     ) -> Result<Self, CaptureError> {
         let spec = InputSpec::compile(task, working_dir, patterns, &[])?;
         let mut captured = CapturedOutputs::default();
@@ -74,8 +76,8 @@ impl CapturedOutputs {
         }
         let bases =
             crate::key_gen::outermost(spec.bases.iter().chain(&literal_dirs).cloned().collect());
-        let walker = Walker { root, spec: &spec, literal_dirs: &literal_dirs };
-        for base in bases {
+        let walker = Walker { root, spec: &spec, literal_dirs: &literal_dirs, skip_dirs };
+        for base in bases.into_iter().filter(|base| !skip_dirs.contains(&root.join(base))) {
             walker.walk(&base, &mut captured)?;
         }
         captured.files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -110,16 +112,21 @@ struct Walker<'a> {
     root: &'a Path,
     spec: &'a InputSpec,
     literal_dirs: &'a [String],
+    skip_dirs: &'a [PathBuf],
 }
 
 impl Walker<'_> {
+    /// Whether `path` is, or lies below, a literal output directory (`""`: the project root).
     fn in_literal_dir(&self, path: &str) -> bool {
-        self.literal_dirs.iter().any(|dir| path == dir || path.starts_with(&format!("{dir}/")))
+        self.literal_dirs
+            .iter()
+            .any(|dir| dir.is_empty() || path == dir || path.starts_with(&format!("{dir}/")))
     }
 
     fn walk(&self, dir: &str, captured: &mut CapturedOutputs) -> Result<(), CaptureError> {
         let absolute = if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(dir) };
-        if self.in_literal_dir(dir) {
+        // The project root itself is never recorded: it always exists.
+        if !dir.is_empty() && self.in_literal_dir(dir) {
             captured.dirs.push(dir.to_owned());
         }
         let entries = match fs::read_dir(&absolute) {
@@ -148,9 +155,12 @@ impl Walker<'_> {
                 }
                 continue;
             };
-            let path = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+            let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
             if metadata.is_dir() {
-                self.walk(&path, captured)?;
+                let skipped = name == ".git" || self.skip_dirs.contains(&entry.path());
+                if !skipped {
+                    self.walk(&path, captured)?;
+                }
             } else if self.in_literal_dir(&path) || self.spec.includes(&path) {
                 captured.add(path, entry.path(), &metadata)?;
             }

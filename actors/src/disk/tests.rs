@@ -117,7 +117,7 @@ fn captured_outputs_restore_byte_identical_with_modes_links_and_dirs() {
 
     let store = store(cache.path());
     let patterns = vec!["dist".to_owned(), "*.txt".to_owned(), "missing.log".to_owned()];
-    let mut captured = CapturedOutputs::collect(root, "build", "pkg", &patterns).unwrap();
+    let mut captured = CapturedOutputs::collect(root, "build", "pkg", &patterns, &[]).unwrap();
     captured.files.retain(|(path, _, _)| path != "pkg/unrelated.txt");
     let output_files = store.store_outputs(&captured).unwrap();
     let paths: Vec<&str> = output_files.iter().map(|file| file.path.as_str()).collect();
@@ -533,23 +533,47 @@ fn outputs_whose_names_or_link_targets_are_not_utf8_are_refused_not_dropped() {
     // `*.js` cannot reach below a top-level directory.
     fs::create_dir(root.join(OsStr::from_bytes(b"vendor\xff"))).unwrap();
     let patterns = vec!["dist".to_owned(), "*.js".to_owned()];
-    let captured = CapturedOutputs::collect(root, "build", "", &patterns).unwrap();
+    let captured = CapturedOutputs::collect(root, "build", "", &patterns, &[]).unwrap();
     assert_eq!(captured.files.len(), 1, "a name no output glob wants is left alone");
 
     for odd in [&b"dist/caf\xe9.js"[..], b"caf\xe9.js"] {
         let path = root.join(OsStr::from_bytes(odd));
         fs::write(&path, "2").unwrap();
-        let error = CapturedOutputs::collect(root, "build", "", &patterns).unwrap_err();
+        let error = CapturedOutputs::collect(root, "build", "", &patterns, &[]).unwrap_err();
         assert!(matches!(error, CaptureError::NotUtf8 { .. }), "{error}");
         assert!(error.to_string().contains("caf\u{fffd}.js"), "{error}");
         fs::remove_file(path).unwrap();
     }
     let odd_dir = root.join(OsStr::from_bytes(b"dist/sub\xff"));
     fs::create_dir(&odd_dir).unwrap();
-    let error = CapturedOutputs::collect(root, "build", "", &patterns).unwrap_err();
+    let error = CapturedOutputs::collect(root, "build", "", &patterns, &[]).unwrap_err();
     assert!(error.to_string().contains("dist/sub\u{fffd}"), "{error}");
     fs::remove_dir(odd_dir).unwrap();
     symlink(OsStr::from_bytes(b"app\xff.js"), root.join("dist/latest.js")).unwrap();
-    let error = CapturedOutputs::collect(root, "build", "", &patterns).unwrap_err();
+    let error = CapturedOutputs::collect(root, "build", "", &patterns, &[]).unwrap_err();
     assert!(error.to_string().contains("dist/latest.js"), "{error}");
+}
+
+#[test]
+fn output_walks_never_take_the_repository_or_the_cache_along() {
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    for (path, content) in
+        [(".git/HEAD", "ref"), (".cache/v1/ac/x", "record"), ("dist/a.js", "a"), ("b.txt", "b")]
+    {
+        fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        fs::write(root.join(path), content).unwrap();
+    }
+    let skip = [root.join(".cache")];
+    for patterns in [vec!["**".to_owned()], vec![".".to_owned()], vec!["**/*".to_owned()]] {
+        let captured = CapturedOutputs::collect(root, "t", "", &patterns, &skip).unwrap();
+        let paths: Vec<&str> = captured.files.iter().map(|(path, _, _)| path.as_str()).collect();
+        assert_eq!(paths, ["b.txt", "dist/a.js"], "{patterns:?}");
+    }
+    // The project root as a literal output: everything in it, the root itself not recorded.
+    let captured = CapturedOutputs::collect(root, "t", "", &[".".to_owned()], &skip).unwrap();
+    assert_eq!(captured.dirs, ["dist"]);
+    // Named outright, the cache directory is still not an output.
+    let captured = CapturedOutputs::collect(root, "t", "", &[".cache".to_owned()], &skip).unwrap();
+    assert!(captured.files.is_empty(), "{:?}", captured.files);
 }
