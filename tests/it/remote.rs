@@ -30,7 +30,7 @@ fn manifest(task: &str) -> KeyManifest {
         task: task.to_owned(),
         command: "make all".to_owned(),
         args: vec!["--jobs".to_owned(), "2".to_owned()],
-        working_dir: "pkg".to_owned(),
+        working_dir: String::new(),
         env: BTreeMap::from([
             ("CC".to_owned(), Digest::of(b"clang")),
             ("A".to_owned(), Digest::of(b"1")),
@@ -182,6 +182,32 @@ async fn round_trips_a_result_through_the_remote() {
 
     let error = client.download(&digest, &other, &store_b).await.unwrap_err();
     assert!(matches!(error, RemoteError::KeyMismatch { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_remote_result_writes_only_where_the_task_declares_outputs() {
+    let grid = BuildGrid::start(BuildGridOptions::default()).await;
+    let client = RemoteClient::connect(grid.settings()).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
+    // What a poisoned cache would serve for this action: a git hook, and a source file, beside
+    // the declared `out/**`.
+    for path in [".git/hooks/post-checkout", "src/a/main.c", "out/.git/config"] {
+        let files = [("out/ok", b"ok".to_vec(), false), (path, b"#!/bin/sh\n".to_vec(), true)];
+        let (digest, result) = put_result(&store_a, path, &files);
+        assert_eq!(
+            client.upload(&digest, &result, &store_a).await.unwrap(),
+            UploadOutcome::Uploaded
+        );
+        let corrupt = client.counters().corrupt;
+        assert_eq!(
+            client.download(&digest, &result.manifest, &store_b).await.unwrap(),
+            None,
+            "{path}"
+        );
+        assert_eq!(client.counters().corrupt, corrupt + 1, "{path}");
+        assert!(matches!(store_b.get_record(&digest), RecordLookup::Miss), "{path}");
+    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::DiskStore;
-use crate::key_gen::{InputSpec, KeyError};
+use crate::key_gen::{InputSpec, KeyError, KeyManifest};
 use crate::result::{OutputFile, OutputSymlink};
 
 /// What a task's outputs globs matched.
@@ -106,6 +106,35 @@ impl CapturedOutputs {
         }
         Ok(())
     }
+}
+
+/// The first of `paths` (of output files and symlinks, relative to the root) that the outputs
+/// `manifest` declares could not have captured: one that no literal output names or lies under,
+/// and no glob matches, or one that reaches into a `.git` directory below where its literal
+/// output or glob starts (a walk never enters one). A result made elsewhere (a remote cache) is
+/// checked with this before anything of it is stored or restored, so it can write only where the
+/// task's own outputs go.
+pub fn undeclared_output<'a>(
+    manifest: &KeyManifest,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let spec = InputSpec::compile(&manifest.task, &manifest.working_dir, &manifest.outputs, &[]);
+    // Outputs that do not compile could not have captured anything.
+    let Ok(spec) = spec else { return paths.into_iter().next() };
+    // `path` below `base` (`""`: the root), through no `.git` directory on the way.
+    let walked_to = |path: &str, base: &str| {
+        let rest = if base.is_empty() {
+            Some(path)
+        } else {
+            path.strip_prefix(base).and_then(|rest| rest.strip_prefix('/'))
+        };
+        rest.is_some_and(|rest| !rest.split('/').any(|part| part == ".git"))
+    };
+    let declared = |path: &str| {
+        spec.literals.iter().any(|(_, literal)| path == literal || walked_to(path, literal))
+            || (spec.includes(path) && spec.bases.iter().any(|base| walked_to(path, base)))
+    };
+    paths.into_iter().find(|path| !declared(path))
 }
 
 struct Walker<'a> {

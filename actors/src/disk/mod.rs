@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use actor::{DiskHandle, DiskLookup, StoreOutcome, StoreRequest};
 pub use blobs::BlobRead;
-pub use capture::{CaptureError, CapturedOutputs};
+pub use capture::{CaptureError, CapturedOutputs, undeclared_output};
 pub use gc::{ABANDONED, GRACE, GcReport, GcTarget};
 pub use layout::Layout;
 pub use lock::DigestLock;

@@ -577,3 +577,41 @@ fn output_walks_never_take_the_repository_or_the_cache_along() {
     let captured = CapturedOutputs::collect(root, "t", "", &[".cache".to_owned()], &skip).unwrap();
     assert!(captured.files.is_empty(), "{:?}", captured.files);
 }
+
+#[test]
+fn only_paths_the_declared_outputs_could_capture_are_accepted_from_elsewhere() {
+    let declared = |working_dir: &str, outputs: &[&str]| KeyManifest {
+        working_dir: working_dir.to_owned(),
+        outputs: outputs.iter().map(|output| (*output).to_owned()).collect(),
+        ..manifest("t")
+    };
+    let first_undeclared = |manifest: &KeyManifest, paths: &[&'static str]| {
+        undeclared_output(manifest, paths.iter().copied())
+    };
+    let pkg = declared("pkg", &["dist", "*.txt", "gen/**/*.rs"]);
+    let fine =
+        ["pkg/dist/a.js", "pkg/dist/sub/b.js", "pkg/dist", "pkg/notes.txt", "pkg/gen/x/y.rs"];
+    assert_eq!(first_undeclared(&pkg, &fine), None);
+    for wrong in [
+        "pkg/src/main.rs",
+        "other/dist/a.js",
+        ".git/hooks/post-checkout",
+        "pkg/dist/.git/config",
+        "pkg/gen/.git/x.rs",
+        "pkg/sub/notes.txt",
+    ] {
+        assert_eq!(first_undeclared(&pkg, &["pkg/dist/a.js", wrong]), Some(wrong), "{wrong}");
+    }
+    // Named outright, even a path in .git is the task's own (a hook installer).
+    let hook = declared("", &[".git/hooks/pre-commit"]);
+    assert_eq!(first_undeclared(&hook, &[".git/hooks/pre-commit"]), None);
+    assert_eq!(
+        first_undeclared(&hook, &[".git/hooks/post-checkout"]),
+        Some(".git/hooks/post-checkout")
+    );
+    // Everything, yet never into .git; no outputs, nothing.
+    let all = declared("", &["**"]);
+    assert_eq!(first_undeclared(&all, &["a", "b/c"]), None);
+    assert_eq!(first_undeclared(&all, &[".git/config"]), Some(".git/config"));
+    assert_eq!(first_undeclared(&declared("", &[]), &["a"]), Some("a"));
+}

@@ -15,7 +15,7 @@ use super::negotiate::{Capabilities, check_digest};
 use super::upload::{METADATA_TYPE, timestamp_ms};
 use super::{RemoteClient, RemoteError, check_key, counters};
 use crate::Digest;
-use crate::disk::{DiskStore, now_ms};
+use crate::disk::{DiskStore, now_ms, undeclared_output};
 use crate::key_gen::KeyManifest;
 use crate::result::{ActionResult, LogRef, OutputFile, OutputSymlink};
 
@@ -137,6 +137,18 @@ impl RemoteClient {
                 return Ok(Downloaded::Corrupt);
             }
         };
+        // Only where the task's own outputs go: a result is never a way to write elsewhere in
+        // the project (`.git/hooks`, sources).
+        let paths = remote.output_files.iter().map(|file| file.path.as_str());
+        let links = remote.output_symlinks.iter().map(|link| link.path.as_str());
+        if let Some(path) = undeclared_output(manifest, paths.chain(links)) {
+            tracing::warn!(
+                task = %manifest.task,
+                path,
+                "remote result names an output the task does not declare; treating it as a miss"
+            );
+            return Ok(Downloaded::Corrupt);
+        }
         let mut received = match self.receive(caps, wanted, store).await? {
             Ok(received) => received,
             Err(outcome) => return Ok(outcome),
