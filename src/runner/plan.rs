@@ -29,6 +29,9 @@ impl Plan {
     pub(crate) fn new(file: &TaskFile, options: &RunOptions) -> Result<Self, Error> {
         let requested: Vec<String> =
             if options.all { file.tasks.keys().cloned().collect() } else { options.tasks.clone() };
+        if file.tasks.is_empty() {
+            return Err(Error::Plan(format!("{} defines no tasks", file.path.display())));
+        }
         if requested.is_empty() {
             let available: Vec<&str> = file.tasks.keys().map(String::as_str).collect();
             return Err(Error::Plan(format!(

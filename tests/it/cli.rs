@@ -1097,3 +1097,10 @@ fn a_cache_directory_inside_the_project_is_never_an_output() {
     assert_eq!(copy.read("a.txt"), "hi\n");
     assert!(!copy.path(".cache").exists(), "the cache was stored as an output");
 }
+
+#[test]
+fn a_task_file_without_tasks_says_so() {
+    let p = Project::new("# nothing yet\n");
+    let run = p.run(&["run", "--all"]).expect(2);
+    assert!(run.stderr.contains("cuenv.toml defines no tasks"), "{}", run.stderr);
+}
