@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cuenv_actors::disk::{
-    DiskLookup, DiskSettings, RestoreTarget, StoreOutcome, StoreRequest, now_ms,
+    DiskLookup, DiskSettings, LogSource, RestoreTarget, StoreOutcome, StoreRequest, now_ms,
 };
 use cuenv_actors::key_gen::{ActionKey, KeyManifest, KeyRequest, inputs_changed};
 use cuenv_actors::memory::MemoryEntry;
@@ -420,6 +420,27 @@ impl EnhancedCacheManager {
         tokio::task::spawn_blocking(move || {
             let out = out.or_else(|| store.read_log(&entry.result.stdout))?;
             let err = err.or_else(|| store.read_log(&entry.result.stderr))?;
+            Some((out, err))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The logs of a result, `(stdout, stderr)`, ready to be copied out: small ones as bytes,
+    /// blobs opened and verified, so a large log is never held in memory. `None` if a log blob
+    /// is gone.
+    pub async fn log_sources(&self, entry: &Arc<MemoryEntry>) -> Option<(LogSource, LogSource)> {
+        let held = |log| entry.log(log).map(LogSource::Bytes);
+        let (out, err) = match (held(&entry.result.stdout), held(&entry.result.stderr)) {
+            (Some(out), Some(err)) => return Some((out, err)),
+            missing => missing,
+        };
+        let store = Arc::clone(self.inner.runtime.disk().store());
+        let entry = Arc::clone(entry);
+        tokio::task::spawn_blocking(move || {
+            let out = out.or_else(|| store.open_log(&entry.result.stdout))?;
+            let err = err.or_else(|| store.open_log(&entry.result.stderr))?;
             Some((out, err))
         })
         .await

@@ -1,7 +1,8 @@
 //! What the user sees: task output streamed line by line (prefixed by the task name when more
 //! than one task runs), status notes, a progress line on a terminal, and the final summary.
 
-use std::io::{self, IsTerminal, Write};
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,6 +26,38 @@ fn push_line(out: &mut Vec<u8>, label: &str, line: &[u8]) {
     if !line.ends_with(b"\n") {
         out.push(b'\n');
     }
+}
+
+/// Copies `from` to `to` with `label` before every line, and a final newline if the last line
+/// lacks one, as [`push_line`] does line by line. A closed `to` (`cuenv run | head`) ends the
+/// copy quietly.
+fn copy_labelled(from: &mut impl Read, to: &mut impl Write, label: &str) -> io::Result<()> {
+    let mut chunk = vec![0; 256 * 1024];
+    let mut out = Vec::with_capacity(chunk.len() + 4096);
+    let mut at_line_start = true;
+    loop {
+        let count = match from.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        out.clear();
+        for line in chunk[..count].split_inclusive(|byte| *byte == b'\n') {
+            if at_line_start {
+                out.extend_from_slice(label.as_bytes());
+            }
+            out.extend_from_slice(line);
+            at_line_start = line.ends_with(b"\n");
+        }
+        if to.write_all(&out).is_err() {
+            return Ok(());
+        }
+    }
+    if !at_line_start {
+        let _ = to.write_all(b"\n");
+    }
+    Ok(())
 }
 
 /// Serialises everything written to the terminal.
@@ -108,6 +141,27 @@ impl Printer {
         self.write(stream, &out);
     }
 
+    /// Replays a captured log from a file, a piece at a time (a large log is never held in
+    /// memory), labelled as [`Printer::replay`] does and, likewise, not interleaved with other
+    /// tasks' lines: other writers wait meanwhile. Blocking: call from a blocking thread.
+    pub(crate) fn replay_file(
+        &self,
+        task: &str,
+        stream: Stream,
+        file: &mut File,
+    ) -> io::Result<()> {
+        let label = self.label(task);
+        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut copied = Ok(());
+        self.progress.suspend(|| {
+            copied = match stream {
+                Stream::Stdout => copy_labelled(file, &mut io::stdout().lock(), &label),
+                Stream::Stderr => copy_labelled(file, &mut io::stderr().lock(), &label),
+            };
+        });
+        copied
+    }
+
     /// A status note about a task (cache hit, failure), on stderr.
     pub(crate) fn note(&self, task: &str, message: &str) {
         let text = if self.color { format!("{DIM}{message}{RESET}") } else { message.to_owned() };
@@ -133,5 +187,35 @@ impl Printer {
     /// Removes the progress line.
     pub(crate) fn finish(&self) {
         self.progress.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Yields its bytes a few at a time, so lines straddle the reads.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let count = self.0.len().min(buf.len()).min(3);
+            buf[..count].copy_from_slice(&self.0[..count]);
+            self.0 = &self.0[count..];
+            Ok(count)
+        }
+    }
+
+    #[test]
+    fn a_copied_log_is_labelled_like_a_replayed_one() {
+        for log in [&b"one\ntwo\n\nthree"[..], b"", b"\n", b"no newline", b"a\nb\n"] {
+            let mut replayed = Vec::new();
+            for line in log.split_inclusive(|byte| *byte == b'\n') {
+                push_line(&mut replayed, "t | ", line);
+            }
+            let mut copied = Vec::new();
+            copy_labelled(&mut Trickle(log), &mut copied, "t | ").unwrap();
+            assert_eq!(String::from_utf8_lossy(&copied), String::from_utf8_lossy(&replayed));
+        }
     }
 }

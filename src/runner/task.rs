@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cuenv_actors::Digest;
+use cuenv_actors::disk::LogSource;
 use cuenv_actors::key_gen::ActionKey;
 use cuenv_actors::result::TaskOutput;
 
-use super::output::Stream;
+use super::output::{Printer, Stream};
 use super::process::{self, Ended, Spawn};
 use super::{Context, TaskStatus};
 use crate::error::Error;
@@ -111,11 +112,8 @@ async fn report(context: &Context, name: &str, execution: &Execution) -> TaskSta
     if let (Source::Hit(tier), Some(entry)) = (execution.source, &execution.entry) {
         let short = execution.digest.map(|d| d.short()).unwrap_or_default();
         printer.note(name, &format!("cache hit ({}), replaying logs {short}", tier_name(tier)));
-        match context.manager.logs(entry).await {
-            Some((stdout, stderr)) => {
-                printer.replay(name, Stream::Stdout, &stdout);
-                printer.replay(name, Stream::Stderr, &stderr);
-            }
+        match context.manager.log_sources(entry).await {
+            Some((stdout, stderr)) => replay(printer, name, stdout, stderr).await,
             None => printer.note(name, "the cached logs are no longer available"),
         }
     }
@@ -129,6 +127,34 @@ async fn report(context: &Context, name: &str, execution: &Execution) -> TaskSta
         Source::Hit(tier) => TaskStatus::Cached(tier),
         Source::Shared => TaskStatus::Shared,
         Source::Executed | Source::Uncached => TaskStatus::Executed,
+    }
+}
+
+/// Replays a hit's logs: from memory right here, from their blobs on a blocking thread (a large
+/// log is copied a piece at a time, never read whole).
+async fn replay(printer: &Arc<Printer>, name: &str, stdout: LogSource, stderr: LogSource) {
+    let logs = [(Stream::Stdout, stdout), (Stream::Stderr, stderr)];
+    if logs.iter().all(|(_, log)| matches!(log, LogSource::Bytes(_))) {
+        for (stream, log) in logs {
+            if let LogSource::Bytes(bytes) = log {
+                printer.replay(name, stream, &bytes);
+            }
+        }
+        return;
+    }
+    let (printer, name) = (Arc::clone(printer), name.to_owned());
+    let replayed = tokio::task::spawn_blocking(move || {
+        for (stream, log) in logs {
+            match log {
+                LogSource::Bytes(bytes) => printer.replay(&name, stream, &bytes),
+                LogSource::File(mut file) => printer.replay_file(&name, stream, &mut file)?,
+            }
+        }
+        io::Result::Ok(())
+    })
+    .await;
+    if let Ok(Err(error)) | Err(error) = replayed.map_err(io::Error::other) {
+        tracing::warn!(%error, "could not replay a cached log");
     }
 }
 

@@ -1017,7 +1017,7 @@ fn a_symlink_where_an_output_directory_goes_is_not_restored_through_nor_blamed_o
 fn a_background_process_left_holding_the_output_does_not_hold_up_the_run() {
     let p = Project::new(&format!(
         r#"[tasks.late]
-command = '{}; (sleep 0.2; echo late) & echo early'
+command = '{}; (sleep 0.05; echo late) & echo early'
 [tasks.daemon]
 command = '{}; echo started; sleep 60 & echo $! > "$STATE/daemon.pid"'
 [tasks.detached]

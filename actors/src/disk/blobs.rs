@@ -37,6 +37,17 @@ const INLINE_STORES: usize = 16;
 /// other and 28 ms from 16 threads on the development machine.
 const SYNCING_THREADS: usize = 16;
 
+/// A log ready to be copied out: its bytes, or its blob opened and verified. The blob is hashed
+/// through the open file, so what is read from it later is what was verified (blobs are
+/// replaced by rename, never rewritten in place), and a large log is never held in memory.
+#[derive(Debug)]
+pub enum LogSource {
+    /// Inline, or held in memory.
+    Bytes(Vec<u8>),
+    /// A verified blob, positioned at its start.
+    File(File),
+}
+
 /// Why copying a blob out failed.
 #[derive(Debug)]
 pub(super) enum CopyOut {
@@ -213,6 +224,24 @@ impl DiskStore {
         }
         let (digest, size) = self.put_file(path)?;
         Ok(LogRef::Blob { digest, size })
+    }
+
+    /// A log, its blob opened and verified; `None` when the blob is missing or damaged (it is
+    /// then removed), so a replay never prints half a log.
+    pub fn open_log(&self, log: &LogRef) -> Option<LogSource> {
+        let (digest, size) = match log {
+            LogRef::Inline(bytes) => return Some(LogSource::Bytes(bytes.clone())),
+            LogRef::Blob { digest, size } => (digest, size),
+        };
+        let path = self.layout.blob(digest);
+        let file = File::open(&path).ok()?;
+        let len = file.metadata().map_or(*size, |metadata| metadata.len());
+        let intact = hash_open_file_on(&self.pool, &file, len).is_ok_and(|found| found == *digest);
+        if !intact {
+            self.remove_damaged(&path, "blob content does not match its digest");
+            return None;
+        }
+        Some(LogSource::File(file))
     }
 
     /// A log's bytes, verified when it is a blob. `None` when its blob is missing or damaged
