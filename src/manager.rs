@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cuenv_actors::disk::{
-    DiskLookup, DiskSettings, LogSource, RestoreTarget, StoreOutcome, StoreRequest, now_ms,
+    DiskLookup, DiskSettings, DiskStore, LogSource, RestoreTarget, StoreOutcome, StoreRequest,
+    now_ms,
 };
 use cuenv_actors::key_gen::{ActionKey, KeyManifest, KeyRequest, inputs_changed};
 use cuenv_actors::memory::MemoryEntry;
 use cuenv_actors::remote::RemoteSettings;
-use cuenv_actors::result::{ActionResult, TaskOutput};
+use cuenv_actors::result::{ActionResult, LogRef, TaskOutput};
 use cuenv_actors::stats::Counters;
 use cuenv_actors::{Digest, Runtime, RuntimeSettings};
 use tokio::sync::oneshot;
@@ -411,27 +412,25 @@ impl EnhancedCacheManager {
 
     /// The logs of a result: `(stdout, stderr)`, or `None` if a log blob is gone.
     pub async fn logs(&self, entry: &Arc<MemoryEntry>) -> Option<(Vec<u8>, Vec<u8>)> {
-        let (out, err) = match (entry.log(&entry.result.stdout), entry.log(&entry.result.stderr)) {
-            (Some(out), Some(err)) => return Some((out, err)),
-            missing => missing,
-        };
-        let store = Arc::clone(self.inner.runtime.disk().store());
-        let entry = Arc::clone(entry);
-        tokio::task::spawn_blocking(move || {
-            let out = out.or_else(|| store.read_log(&entry.result.stdout))?;
-            let err = err.or_else(|| store.read_log(&entry.result.stderr))?;
-            Some((out, err))
-        })
-        .await
-        .ok()
-        .flatten()
+        self.both_logs(entry, |bytes| bytes, DiskStore::read_log).await
     }
 
     /// The logs of a result, `(stdout, stderr)`, ready to be copied out: small ones as bytes,
     /// blobs opened and verified, so a large log is never held in memory. `None` if a log blob
     /// is gone.
     pub async fn log_sources(&self, entry: &Arc<MemoryEntry>) -> Option<(LogSource, LogSource)> {
-        let held = |log| entry.log(log).map(LogSource::Bytes);
+        self.both_logs(entry, LogSource::Bytes, DiskStore::open_log).await
+    }
+
+    /// Both logs of `entry`: `held` wraps what the memory tier has, `stored` reads the rest
+    /// from the store on a blocking thread (only when something is not held).
+    async fn both_logs<T: Send + 'static>(
+        &self,
+        entry: &Arc<MemoryEntry>,
+        held: fn(Vec<u8>) -> T,
+        stored: fn(&DiskStore, &LogRef) -> Option<T>,
+    ) -> Option<(T, T)> {
+        let held = |log| entry.log(log).map(held);
         let (out, err) = match (held(&entry.result.stdout), held(&entry.result.stderr)) {
             (Some(out), Some(err)) => return Some((out, err)),
             missing => missing,
@@ -439,8 +438,8 @@ impl EnhancedCacheManager {
         let store = Arc::clone(self.inner.runtime.disk().store());
         let entry = Arc::clone(entry);
         tokio::task::spawn_blocking(move || {
-            let out = out.or_else(|| store.open_log(&entry.result.stdout))?;
-            let err = err.or_else(|| store.open_log(&entry.result.stderr))?;
+            let out = out.or_else(|| stored(&store, &entry.result.stdout))?;
+            let err = err.or_else(|| stored(&store, &entry.result.stderr))?;
             Some((out, err))
         })
         .await

@@ -9,7 +9,7 @@
 use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
-use cuenv_actors::key_gen::{is_glob, join_normalised};
+use cuenv_actors::key_gen::{ignore_glob, is_glob, join_normalised};
 use globset::{GlobBuilder, GlobMatcher};
 
 use super::plan::Plan;
@@ -163,10 +163,7 @@ pub(crate) fn own_output_among_inputs(file: &TaskFile, task: &str) -> Option<(St
         .cache_config
         .ignore_inputs
         .iter()
-        .filter_map(|raw| {
-            let anywhere = if raw.contains('/') { raw.clone() } else { format!("**/{raw}") };
-            join_normalised(working_dir, &anywhere)
-        })
+        .filter_map(|raw| join_normalised(working_dir, &ignore_glob(raw)))
         .map(Output::new)
         .collect();
     // As written (relative to the working directory), beside their joined form.

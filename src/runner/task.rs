@@ -134,28 +134,27 @@ async fn report(context: &Context, name: &str, execution: &Execution) -> TaskSta
 /// log is copied a piece at a time, never read whole).
 async fn replay(printer: &Arc<Printer>, name: &str, stdout: LogSource, stderr: LogSource) {
     let logs = [(Stream::Stdout, stdout), (Stream::Stderr, stderr)];
-    if logs.iter().all(|(_, log)| matches!(log, LogSource::Bytes(_))) {
-        for (stream, log) in logs {
-            if let LogSource::Bytes(bytes) = log {
-                printer.replay(name, stream, &bytes);
-            }
-        }
-        return;
-    }
-    let (printer, name) = (Arc::clone(printer), name.to_owned());
-    let replayed = tokio::task::spawn_blocking(move || {
-        for (stream, log) in logs {
-            match log {
-                LogSource::Bytes(bytes) => printer.replay(&name, stream, &bytes),
-                LogSource::File(mut file) => printer.replay_file(&name, stream, &mut file)?,
-            }
-        }
-        io::Result::Ok(())
-    })
-    .await;
-    if let Ok(Err(error)) | Err(error) = replayed.map_err(io::Error::other) {
+    let replayed = if logs.iter().all(|(_, log)| matches!(log, LogSource::Bytes(_))) {
+        Ok(replay_logs(printer, name, logs))
+    } else {
+        let (printer, name) = (Arc::clone(printer), name.to_owned());
+        tokio::task::spawn_blocking(move || replay_logs(&printer, &name, logs))
+            .await
+            .map_err(io::Error::other)
+    };
+    if let Ok(Err(error)) | Err(error) = replayed {
         tracing::warn!(%error, "could not replay a cached log");
     }
+}
+
+fn replay_logs(printer: &Printer, name: &str, logs: [(Stream, LogSource); 2]) -> io::Result<()> {
+    for (stream, log) in logs {
+        match log {
+            LogSource::Bytes(bytes) => printer.replay(name, stream, &bytes),
+            LogSource::File(mut file) => printer.replay_file(name, stream, &mut file)?,
+        }
+    }
+    Ok(())
 }
 
 fn tier_name(tier: Tier) -> &'static str {

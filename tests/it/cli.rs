@@ -119,6 +119,20 @@ impl Project {
             .count()
     }
 
+    /// The pid a task wrote to `$STATE/FILE`, once it has.
+    fn pid(&self, file: &str) -> Option<i32> {
+        fs::read_to_string(self.state().join(file)).ok()?.trim().parse().ok()
+    }
+
+    /// Waits (up to 20 s, then fails) until a task has created `$STATE/FILE`.
+    fn wait_for(&self, file: &str) {
+        let started = Instant::now();
+        while !self.state().join(file).exists() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{file} never appeared");
+            pause(20);
+        }
+    }
+
     /// `cuenv ARGS` in the project root, with a clean environment plus `env`.
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cuenv"));
@@ -631,12 +645,9 @@ dependencies = ["quick"]
     ));
     let child = p.spawn(&["run", "slow"], &[]);
     // `slow` starts only once `quick` has completed and been stored.
-    let pid_of = |file: &str| -> Option<i32> {
-        fs::read_to_string(p.state().join(file)).ok()?.trim().parse().ok()
-    };
     let started = Instant::now();
     let (shell, sleep) = loop {
-        if let (Some(shell), Some(sleep)) = (pid_of("sh.pid"), pid_of("sleep.pid")) {
+        if let (Some(shell), Some(sleep)) = (p.pid("sh.pid"), p.pid("sleep.pid")) {
             break (shell, sleep);
         }
         assert!(started.elapsed() < Duration::from_secs(20), "slow never started");
@@ -917,11 +928,7 @@ outputs = ["out.txt"]
     ));
     p.write("src.txt", "old");
     let child = p.spawn(&["run", "build"], &[]);
-    let started = Instant::now();
-    while !p.state().join("started").exists() {
-        assert!(started.elapsed() < Duration::from_secs(20), "build never started");
-        pause(20);
-    }
+    p.wait_for("started");
     p.write("src.txt", "new");
     fs::write(p.state().join("edited"), "").expect("write marker");
     let run = wait_with_deadline(child, Duration::from_secs(20)).ok();
@@ -1043,9 +1050,7 @@ command = '{}; echo detached; setsid sleep 60 & echo $! > "$STATE/detached.pid"'
         "{}",
         daemon.stderr
     );
-    let pid: i32 =
-        fs::read_to_string(p.state().join("daemon.pid")).expect("pid").trim().parse().expect("pid");
-    assert!(!alive(pid), "the background process survived");
+    assert!(!alive(p.pid("daemon.pid").expect("pid")), "the background process survived");
     assert!(p.run(&["run", "daemon"]).ok().hit("daemon"));
 
     // One that left the group cannot be signalled: the run stops reading from it instead.
@@ -1053,11 +1058,7 @@ command = '{}; echo detached; setsid sleep 60 & echo $! > "$STATE/detached.pid"'
     let detached = p.run(&["run", "detached"]).ok();
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(detached.stdout.contains("detached"), "{}", detached.stdout);
-    let pid: i32 = fs::read_to_string(p.state().join("detached.pid"))
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid");
+    let pid = p.pid("detached.pid").expect("pid");
     // SAFETY: kill only sends a signal, to the process this test's task started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }

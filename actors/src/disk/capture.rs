@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::DiskStore;
-use crate::key_gen::{InputSpec, KeyError, KeyManifest};
+use crate::key_gen::{InputSpec, KeyError, KeyManifest, in_literal_dir};
 use crate::result::{OutputFile, OutputSymlink};
 
 /// What a task's outputs globs matched.
@@ -121,20 +121,7 @@ pub fn undeclared_output<'a>(
     let spec = InputSpec::compile(&manifest.task, &manifest.working_dir, &manifest.outputs, &[]);
     // Outputs that do not compile could not have captured anything.
     let Ok(spec) = spec else { return paths.into_iter().next() };
-    // `path` below `base` (`""`: the root), through no `.git` directory on the way.
-    let walked_to = |path: &str, base: &str| {
-        let rest = if base.is_empty() {
-            Some(path)
-        } else {
-            path.strip_prefix(base).and_then(|rest| rest.strip_prefix('/'))
-        };
-        rest.is_some_and(|rest| !rest.split('/').any(|part| part == ".git"))
-    };
-    let declared = |path: &str| {
-        spec.literals.iter().any(|(_, literal)| path == literal || walked_to(path, literal))
-            || (spec.includes(path) && spec.bases.iter().any(|base| walked_to(path, base)))
-    };
-    paths.into_iter().find(|path| !declared(path))
+    paths.into_iter().find(|path| !spec.reaches(path))
 }
 
 struct Walker<'a> {
@@ -145,17 +132,10 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Whether `path` is, or lies below, a literal output directory (`""`: the project root).
-    fn in_literal_dir(&self, path: &str) -> bool {
-        self.literal_dirs
-            .iter()
-            .any(|dir| dir.is_empty() || path == dir || path.starts_with(&format!("{dir}/")))
-    }
-
     fn walk(&self, dir: &str, captured: &mut CapturedOutputs) -> Result<(), CaptureError> {
         let absolute = if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(dir) };
         // The project root itself is never recorded: it always exists.
-        if !dir.is_empty() && self.in_literal_dir(dir) {
+        if !dir.is_empty() && in_literal_dir(self.literal_dirs, dir) {
             captured.dirs.push(dir.to_owned());
         }
         let entries = match fs::read_dir(&absolute) {
@@ -173,7 +153,7 @@ impl Walker<'_> {
                 // Matched by the name with its undecodable bytes replaced.
                 let lossy = entry.file_name().to_string_lossy().into_owned();
                 let path = if dir.is_empty() { lossy } else { format!("{dir}/{lossy}") };
-                let wanted = self.in_literal_dir(&path)
+                let wanted = in_literal_dir(self.literal_dirs, &path)
                     || if metadata.is_dir() {
                         self.spec.may_match_below(&path)
                     } else {
@@ -190,7 +170,7 @@ impl Walker<'_> {
                 if !skipped {
                     self.walk(&path, captured)?;
                 }
-            } else if self.in_literal_dir(&path) || self.spec.includes(&path) {
+            } else if in_literal_dir(self.literal_dirs, &path) || self.spec.includes(&path) {
                 captured.add(path, entry.path(), &metadata)?;
             }
         }

@@ -120,11 +120,10 @@ impl InputSpec {
         }
         let mut ignored = GlobSetBuilder::new();
         for pattern in ignore {
-            let anywhere =
-                if pattern.contains('/') { pattern.clone() } else { format!("**/{pattern}") };
-            let normalised = join_normalised(working_dir, &anywhere).ok_or_else(|| {
-                KeyError::OutsideRoot { task: task.to_owned(), pattern: pattern.clone() }
-            })?;
+            let normalised =
+                join_normalised(working_dir, &ignore_glob(pattern)).ok_or_else(|| {
+                    KeyError::OutsideRoot { task: task.to_owned(), pattern: pattern.clone() }
+                })?;
             ignored.add(glob(task, pattern, &normalised)?);
         }
         let build = |builder: GlobSetBuilder| {
@@ -136,6 +135,23 @@ impl InputSpec {
         };
         let include = build(include)?;
         Ok(InputSpec { below, include, include_patterns, ignore: build(ignored)?, literals, bases })
+    }
+
+    /// Whether a walk of these patterns, as outputs are collected, reaches `path` (relative to
+    /// the root): a literal path, a path below a literal directory, or a glob match below its
+    /// base, and below where the walk starts, through no `.git` directory (a walk never enters
+    /// one).
+    pub(crate) fn reaches(&self, path: &str) -> bool {
+        let walked_to = |base: &str| {
+            let rest = if base.is_empty() {
+                Some(path)
+            } else {
+                path.strip_prefix(base).and_then(|rest| rest.strip_prefix('/'))
+            };
+            rest.is_some_and(|rest| !rest.split('/').any(|part| part == ".git"))
+        };
+        self.literals.iter().any(|(_, literal)| path == literal || walked_to(literal))
+            || (self.includes(path) && self.bases.iter().any(|base| walked_to(base)))
     }
 
     /// Whether an input glob matches `path` (relative to the root).
@@ -395,12 +411,19 @@ impl Walk<'_> {
     }
 }
 
-/// Whether `path` lies below one of `literal_dirs` (`""` is the root).
-fn in_literal_dir(literal_dirs: &[String], path: &str) -> bool {
+/// Whether `path` is one of `literal_dirs` or lies below one (`""` is the root).
+pub(crate) fn in_literal_dir(literal_dirs: &[String], path: &str) -> bool {
     literal_dirs.iter().any(|dir| {
         dir.is_empty()
-            || (path.starts_with(dir.as_str()) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+            || path
+                .strip_prefix(dir.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })
+}
+
+/// An `ignoreInputs` pattern as a glob: one without `/` matches a name at any depth.
+pub fn ignore_glob(pattern: &str) -> String {
+    if pattern.contains('/') { pattern.to_owned() } else { format!("**/{pattern}") }
 }
 
 /// A file to stat and hash: its path relative to the root.

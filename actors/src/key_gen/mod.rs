@@ -19,8 +19,8 @@ use std::time::Duration;
 
 pub use actor::KeyGenHandle;
 pub use hash::{LARGE_FILE, hash_open_file, hash_open_file_on, hash_reader};
-pub use inputs::{HashCounts, is_glob, join_normalised};
-pub(crate) use inputs::{InputSpec, outermost};
+pub use inputs::{HashCounts, ignore_glob, is_glob, join_normalised};
+pub(crate) use inputs::{InputSpec, in_literal_dir, outermost};
 pub use manifest::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};
 pub use request::KeyRequest;
 pub use stat_cache::{FileStamp, StatCache};
@@ -147,15 +147,7 @@ pub fn inputs_changed(before: &KeyManifest, after: &KeyManifest) -> Vec<String> 
     // An output pattern that does not compile was refused when the outputs were collected;
     // here it only means every change counts.
     let outputs = InputSpec::compile(&before.task, &before.working_dir, &before.outputs, &[]).ok();
-    let is_output = |path: &str| {
-        outputs.as_ref().is_some_and(|spec| {
-            spec.includes(path)
-                || spec.literals.iter().any(|(_, literal)| {
-                    path.strip_prefix(literal.as_str())
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-                })
-        })
-    };
+    let is_output = |path: &str| outputs.as_ref().is_some_and(|spec| spec.reaches(path));
     let files = |manifest: &'_ KeyManifest| -> HashMap<String, InputFile> {
         manifest.input_files().iter().map(|file| (file.path.clone(), file.clone())).collect()
     };
