@@ -1105,3 +1105,24 @@ fn a_task_file_without_tasks_says_so() {
     let run = p.run(&["run", "--all"]).expect(2);
     assert!(run.stderr.contains("cuenv.toml defines no tasks"), "{}", run.stderr);
 }
+
+#[test]
+fn outputs_that_match_nothing_are_warned_about_and_the_logs_still_cached() {
+    let toml = format!(
+        "[tasks.gen]\ncommand = '{}; mkdir -p build; echo made'\noutputs = ['dist/**']\n\n\
+         [tasks.ok]\ncommand = '{}; mkdir -p dist; echo x > dist/x'\noutputs = ['dist/**']\n",
+        mark("gen"),
+        mark("ok")
+    );
+    let p = Project::new(&toml);
+    let first = p.run(&["run", "gen"]).ok();
+    let warning = "the task's declared outputs matched nothing";
+    assert!(first.stderr.contains(warning), "{}", first.stderr);
+    assert!(first.stderr.contains(r#"outputs=["dist/**"]"#), "{}", first.stderr);
+    let second = p.run(&["run", "gen"]).ok();
+    assert!(second.hit("gen"), "{}", second.stderr);
+    assert!(second.stdout.contains("made"), "the log is replayed: {}", second.stdout);
+    // A task whose outputs matched something is not warned about.
+    let ok = p.run(&["run", "ok"]).ok();
+    assert!(!ok.stderr.contains(warning), "{}", ok.stderr);
+}

@@ -456,6 +456,14 @@ fn collect_and_store(store: &DiskStore, request: StoreRequest) -> Result<StoreOu
         &manifest.outputs,
         std::slice::from_ref(&store.settings().cache_dir),
     )?;
+    if !manifest.outputs.is_empty() && captured.is_empty() {
+        // Most often a pattern that does not say where the task writes (turbo warns alike).
+        tracing::warn!(
+            task = %manifest.task,
+            outputs = ?manifest.outputs,
+            "the task's declared outputs matched nothing; its result is cached without outputs"
+        );
+    }
     // Sized only for a task with a `maxSize` (a stat per output, before anything is stored).
     if let Some(limit) = request.max_size {
         let log_size = |log: &Log| match log {

@@ -50,6 +50,11 @@ pub enum CaptureError {
 }
 
 impl CapturedOutputs {
+    /// Whether nothing was matched at all.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.is_empty() && self.symlinks.is_empty()
+    }
+
     /// Collects the outputs of `task` matched by `patterns` (relative to `working_dir`, itself
     /// relative to `root`). Like the input walk, a walk never enters `.git` or `skip_dirs` (the
     /// cache directory): a glob such as `**` must not take the cache, or the repository, along.
