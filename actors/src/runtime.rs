@@ -97,9 +97,10 @@ impl Runtime {
         tokio::runtime::Handle::try_current().map_err(|_| Error::NoTokioRuntime)?;
         let pool = hash_pool(settings.key_gen.threads)
             .map_err(|error| Error::Io(std::io::Error::other(error)))?;
-        let cache_dir = settings.disk.cache_dir.clone();
+        let requested = settings.disk.cache_dir.clone();
         let store = DiskStore::open(settings.disk, std::sync::Arc::clone(&pool))
-            .map_err(|source| Error::CacheDir { path: cache_dir.clone(), source })?;
+            .map_err(|source| Error::CacheDir { path: requested, source })?;
+        let cache_dir = store.settings().cache_dir.clone();
         let mut key_gen_settings = settings.key_gen;
         if settings.persist {
             key_gen_settings.stat_cache_dir = Some(store.layout().stat_caches());

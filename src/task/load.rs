@@ -12,9 +12,13 @@ use serde_json::Value;
 use super::{TaskFile, TaskFileError, TaskFileFormat, graph, parse};
 use crate::fields::{Problem, Problems};
 
-/// `path` made absolute against the current directory, without resolving symlinks.
+/// The real path of `path` (symlinks and `..` resolved), so that the project root compares
+/// equal to the cache directory's real path when the cache sits inside the project. A path that
+/// cannot be resolved (it does not exist) is made absolute as written, and reading it reports
+/// the problem.
 pub(super) fn absolute(path: &Path) -> Result<PathBuf, TaskFileError> {
-    std::path::absolute(path)
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
         .map_err(|source| TaskFileError::Io { path: path.to_path_buf(), source })
 }
 

@@ -1126,3 +1126,23 @@ fn outputs_that_match_nothing_are_warned_about_and_the_logs_still_cached() {
     let ok = p.run(&["run", "ok"]).ok();
     assert!(!ok.stderr.contains(warning), "{}", ok.stderr);
 }
+
+#[test]
+fn a_cache_directory_named_relatively_or_through_dot_dot_is_never_an_input() {
+    let toml = format!(
+        "[tasks.all]\ncommand = '{}; echo hi > out.txt'\ninputs = ['**']\n\
+         outputs = ['out.txt']\ncacheConfig = {{ ignoreInputs = ['out.txt'] }}\n",
+        mark("all")
+    );
+    let p = Project::new(&toml);
+    p.write("src/a.txt", "a");
+    // Relative to the current directory (the project root), with a `..` on the way.
+    for cache in ["sub/../.cache", ".cache"] {
+        let env = [("CUENV_CACHE_DIR", cache)];
+        let first = p.run_env(&["run", "all"], &env).ok();
+        assert!(!first.stderr.contains("inputs changed"), "{}", first.stderr);
+        let second = p.run_env(&["run", "all"], &env).ok();
+        assert!(second.hit("all"), "the cache was hashed as an input: {}", second.stderr);
+    }
+    assert_eq!(p.runs("all"), 1, "both spellings name one cache");
+}

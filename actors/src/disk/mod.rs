@@ -111,7 +111,12 @@ pub fn now_ms() -> u64 {
 impl DiskStore {
     /// Opens (creating if needed) the store under `settings.cache_dir`. Hashing of large files
     /// runs on `pool`.
-    pub fn open(settings: DiskSettings, pool: Arc<rayon::ThreadPool>) -> io::Result<Self> {
+    pub fn open(mut settings: DiskSettings, pool: Arc<rayon::ThreadPool>) -> io::Result<Self> {
+        fs::create_dir_all(&settings.cache_dir)?;
+        // The real path: walks compare it with the directories they enter, so a relative cache
+        // directory, or one reached through a symlink or `..`, is still never an input or an
+        // output of a project that holds it.
+        settings.cache_dir = fs::canonicalize(&settings.cache_dir)?;
         let layout = Layout::new(&settings.cache_dir);
         for dir in [layout.cas(), layout.ac(), layout.tmp(), layout.locks(), layout.tasks()] {
             fs::create_dir_all(&dir)?;
