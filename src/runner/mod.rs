@@ -352,6 +352,9 @@ fn is_configuration_error(error: &Error) -> bool {
     }
 }
 
+/// Failures named one per line in the summary; the rest are counted.
+const MAX_FAILURES_LISTED: usize = 10;
+
 fn summarize(printer: &Printer, report: &RunReport) {
     let count =
         |wanted: fn(&TaskStatus) -> bool| report.tasks.iter().filter(|t| wanted(&t.status)).count();
@@ -372,14 +375,25 @@ fn summarize(printer: &Printer, report: &RunReport) {
         human(report.wall),
         human(Duration::from_millis(saved))
     ));
-    match report.first_failure().map(|failure| (&failure.name, &failure.status)) {
-        Some((name, TaskStatus::Failed(reason))) => {
-            printer.summary(&format!(" Failed: task \"{name}\": {reason}"))
-        }
-        Some((name, TaskStatus::Invalid(reason))) => {
-            printer.summary(&format!(" Error:  task \"{name}\": {reason}"))
-        }
-        _ => {}
+    // Every failure, in the order they happened (several with `--continue`), up to a screenful.
+    let failures: Vec<String> = report
+        .tasks
+        .iter()
+        .filter_map(|task| match &task.status {
+            TaskStatus::Failed(reason) => {
+                Some(format!(" Failed: task \"{}\": {reason}", task.name))
+            }
+            TaskStatus::Invalid(reason) => {
+                Some(format!(" Error:  task \"{}\": {reason}", task.name))
+            }
+            _ => None,
+        })
+        .collect();
+    for line in failures.iter().take(MAX_FAILURES_LISTED) {
+        printer.summary(line);
+    }
+    if failures.len() > MAX_FAILURES_LISTED {
+        printer.summary(&format!(" … and {} more", failures.len() - MAX_FAILURES_LISTED));
     }
     if report.interrupted {
         printer.summary(" Interrupted: running tasks were stopped; completed results are saved");

@@ -121,7 +121,7 @@ async fn report(context: &Context, name: &str, execution: &Execution) -> TaskSta
         printer.note(name, "ran once for identical concurrent requests");
     }
     if execution.exit_code != 0 {
-        return TaskStatus::Failed(format!("exit code {}", execution.exit_code));
+        return TaskStatus::Failed(exit_reason(execution.exit_code));
     }
     match execution.source {
         Source::Hit(tier) => TaskStatus::Cached(tier),
@@ -162,5 +162,28 @@ fn tier_name(tier: Tier) -> &'static str {
         Tier::Memory => "memory",
         Tier::Disk => "local",
         Tier::Remote => "remote",
+    }
+}
+
+/// `exit code N`, naming the signal when N is how a shell reports a death by one (128 + the
+/// signal's number): a crash or a kill (the OOM killer's SIGKILL is 137) reads as such.
+fn exit_reason(code: i32) -> String {
+    const SIGNALS: [(i32, &str); 12] = [
+        (1, "SIGHUP"),
+        (2, "SIGINT"),
+        (3, "SIGQUIT"),
+        (4, "SIGILL"),
+        (6, "SIGABRT"),
+        (7, "SIGBUS"),
+        (8, "SIGFPE"),
+        (9, "SIGKILL"),
+        (11, "SIGSEGV"),
+        (13, "SIGPIPE"),
+        (14, "SIGALRM"),
+        (15, "SIGTERM"),
+    ];
+    match SIGNALS.iter().find(|(number, _)| code == 128 + number) {
+        Some((_, name)) => format!("exit code {code} (terminated by {name})"),
+        None => format!("exit code {code}"),
     }
 }

@@ -1146,3 +1146,25 @@ fn a_cache_directory_named_relatively_or_through_dot_dot_is_never_an_input() {
     }
     assert_eq!(p.runs("all"), 1, "both spellings name one cache");
 }
+
+#[test]
+fn the_summary_names_every_failure_and_the_signal_that_ended_a_task() {
+    let p = Project::new(&format!(
+        "[tasks.exits]\ncommand = '{}; exit 3'\n[tasks.crashes]\ncommand = '{}; kill -SEGV $$'\n\
+         [tasks.fine]\ncommand = '{}'\n",
+        mark("exits"),
+        mark("crashes"),
+        mark("fine")
+    ));
+    let run = p.run(&["run", "--continue", "exits", "crashes", "fine"]).expect(1);
+    let summary: Vec<&str> =
+        run.stderr.lines().filter(|line| line.starts_with(" Failed:")).collect();
+    assert_eq!(summary.len(), 2, "{}", run.stderr);
+    assert!(summary.contains(&" Failed: task \"exits\": exit code 3"), "{}", run.stderr);
+    assert!(
+        summary.contains(&" Failed: task \"crashes\": exit code 139 (terminated by SIGSEGV)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(p.runs("fine"), 1);
+}
