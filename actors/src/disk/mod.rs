@@ -112,6 +112,9 @@ impl DiskStore {
     /// Opens (creating if needed) the store under `settings.cache_dir`. Hashing of large files
     /// runs on `pool`.
     pub fn open(mut settings: DiskSettings, pool: Arc<rayon::ThreadPool>) -> io::Result<Self> {
+        if fs::metadata(&settings.cache_dir).is_ok_and(|metadata| !metadata.is_dir()) {
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"));
+        }
         fs::create_dir_all(&settings.cache_dir)?;
         // The real path: walks compare it with the directories they enter, so a relative cache
         // directory, or one reached through a symlink or `..`, is still never an input or an

@@ -615,3 +615,27 @@ fn only_paths_the_declared_outputs_could_capture_are_accepted_from_elsewhere() {
     assert_eq!(first_undeclared(&all, &[".git/config"]), Some(".git/config"));
     assert_eq!(first_undeclared(&declared("", &[]), &["a"]), Some("a"));
 }
+
+#[test]
+fn a_store_opened_on_a_file_says_it_is_not_a_directory_and_keeps_the_real_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let settings = |cache_dir: &Path| DiskSettings {
+        cache_dir: cache_dir.to_owned(),
+        max_size: u64::MAX,
+        policy: EvictionPolicy::Lru,
+        fsync: false,
+        inline_threshold: 64,
+    };
+    let error = DiskStore::open(settings(&file), hash_pool(2).unwrap()).err().unwrap();
+    assert_eq!(error.kind(), io::ErrorKind::NotADirectory);
+    assert!(error.to_string().contains("not a directory"), "{error}");
+    // Through a symlink and `..`: the store keeps where it really is.
+    symlink(dir.path(), dir.path().join("link")).unwrap();
+    let roundabout = dir.path().join("link/sub/../cache");
+    fs::create_dir_all(dir.path().join("sub")).unwrap();
+    let store = DiskStore::open(settings(&roundabout), hash_pool(2).unwrap()).unwrap();
+    let real = fs::canonicalize(dir.path()).unwrap().join("cache");
+    assert_eq!(store.settings().cache_dir, real);
+}
