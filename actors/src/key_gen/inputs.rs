@@ -9,9 +9,9 @@
 //! directories and the cache directory are never entered; symlinks are hashed as links and
 //! never followed.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -389,6 +389,10 @@ impl Walk<'_> {
             };
             return Ok(Visited { file, fresh: None, source: Source::Link });
         }
+        if !metadata.is_file() {
+            let path = self.root.join(&path);
+            return Err(KeyError::NotAFile { task: self.task.to_owned(), path });
+        }
         let kind = if metadata.permissions().mode() & 0o111 != 0 {
             InputKind::Executable
         } else {
@@ -400,7 +404,12 @@ impl Walk<'_> {
             return Ok(Visited { file, fresh: None, source: Source::StatCache });
         }
         let absolute = self.root.join(&path);
-        let hash = File::open(&absolute)
+        // Non-blocking: should the file have been swapped for a named pipe since the stat, the
+        // open must not wait for a writer (a regular file ignores the flag).
+        let hash = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&absolute)
             .and_then(|opened| hash_open_file_on(self.pool, &opened, metadata.len()))
             .map_err(|error| KeyError::io(self.task, &absolute, error))?;
         // Only settled files go into the stat cache; skip the copy of the path for the rest.

@@ -79,6 +79,18 @@ pub enum KeyError {
         /// The file or directory.
         path: PathBuf,
     },
+    /// An input is a named pipe, a socket or a device: it has no content a key could hash
+    /// (reading a pipe would wait for a writer).
+    #[error(
+        "task \"{task}\": input {} is not a regular file (a named pipe, socket or device), which a key cannot hash; narrow the task's inputs so they do not match it",
+        path.display()
+    )]
+    NotAFile {
+        /// The task.
+        task: String,
+        /// The special file.
+        path: PathBuf,
+    },
     /// The hashing pool could not be built.
     #[error("cannot start the hashing thread pool: {0}")]
     Pool(String),

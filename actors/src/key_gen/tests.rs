@@ -454,6 +454,41 @@ fn a_name_that_is_not_utf8_is_an_error_where_the_inputs_reach_it() {
     }
 }
 
+/// Makes a named pipe at `path`.
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `name` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_named_pipe_or_socket_among_the_inputs_is_an_error_not_a_hang() {
+    for files in [3, 400] {
+        // The inline walk and the parallel one.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for i in 0..files {
+            write(root, &format!("src/f{i}.rs"), "x");
+        }
+        let mut request = KeyRequest::new(root, "build", "cargo build");
+        request.inputs = vec!["src/**".into()];
+        let engine = engine();
+        // Opening a pipe for reading waits for a writer: before, the key never came.
+        mkfifo(&root.join("src/pipe"));
+        let error = engine.compute(&request).unwrap_err();
+        assert!(matches!(&error, KeyError::NotAFile { task, .. } if task == "build"), "{error}");
+        assert!(error.to_string().contains("src/pipe"), "{error}");
+        fs::remove_file(root.join("src/pipe")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(root.join("src/sock")).unwrap();
+        let error = engine.compute(&request).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        // Named outright, too.
+        request.inputs = vec!["src/sock".into()];
+        assert!(matches!(engine.compute(&request), Err(KeyError::NotAFile { .. })));
+    }
+}
+
 #[test]
 fn inputs_changed_names_edits_additions_and_removals_but_not_outputs() {
     let dir = tempfile::tempdir().unwrap();
