@@ -11,6 +11,8 @@ mod overlap;
 mod plan;
 mod prefetch;
 mod process;
+
+pub use process::kill_every_task;
 mod task;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -82,6 +82,7 @@ pub(crate) async fn run(
             )
         })?;
     let group = child.id().and_then(|id| i32::try_from(id).ok());
+    let _live = group.map(LiveGroup::register);
     let (stop, stopped) = watch::channel(false);
     let task = &spawn.task;
     let out = child.stdout.take();
@@ -122,6 +123,37 @@ pub(crate) async fn run(
         }
     };
     Ok((ended, stdout.map_err(io::Error::other)??, stderr.map_err(io::Error::other)??))
+}
+
+/// The process groups of the tasks running in this process, for [`kill_every_task`].
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// A running task's process group, listed in [`LIVE_GROUPS`] while the task runs.
+struct LiveGroup(i32);
+
+impl LiveGroup {
+    fn register(group: i32) -> Self {
+        LIVE_GROUPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(group);
+        LiveGroup(group)
+    }
+}
+
+impl Drop for LiveGroup {
+    fn drop(&mut self) {
+        let mut groups = LIVE_GROUPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        groups.retain(|group| *group != self.0);
+    }
+}
+
+/// SIGKILL to the process group of every task still running: for a process about to exit
+/// without waiting for them (a second Ctrl-C). Each task runs in its own group, which the
+/// terminal's signal does not reach, so without this they would outlive the run.
+pub fn kill_every_task() {
+    let groups = LIVE_GROUPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for group in groups.iter() {
+        // SAFETY: killpg only sends a signal; the group id is one of our children's groups.
+        unsafe { libc::killpg(*group, libc::SIGKILL) };
+    }
 }
 
 /// SIGTERM, then SIGKILL, to what is left of the task's process group, until `logs` reach end

@@ -1168,3 +1168,27 @@ fn the_summary_names_every_failure_and_the_signal_that_ended_a_task() {
     );
     assert_eq!(p.runs("fine"), 1);
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_takes_the_tasks_along() {
+    // The task ignores SIGTERM, so the first Ctrl-C alone would wait out the grace before SIGKILL.
+    let p = Project::new(&format!(
+        r#"[tasks.stubborn]
+command = '{}; trap "" TERM; echo $$ > "$STATE/sh.pid"; sleep 30 & echo $! > "$STATE/sleep.pid"; wait $!'
+"#,
+        mark("stubborn")
+    ));
+    let child = p.spawn(&["run", "stubborn"], &[]);
+    p.wait_for("sleep.pid");
+    let (shell, sleep) = (p.pid("sh.pid").expect("sh.pid"), p.pid("sleep.pid").expect("sleep.pid"));
+    let cuenv = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill only sends a signal, to our own child.
+    assert_eq!(unsafe { libc::kill(cuenv, libc::SIGINT) }, 0);
+    pause(200);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(cuenv, libc::SIGINT) }, 0);
+    let run = wait_with_deadline(child, Duration::from_secs(10)).expect(130);
+    assert!(run.stderr.contains("interrupted again"), "{}", run.stderr);
+    assert!(!alive(shell), "the task's shell survived");
+    assert!(!alive(sleep), "the task's process group survived");
+}

@@ -50,12 +50,23 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
             _ = terminate.recv() => {}
         }
         let _ = cancel_tx.send(true);
+        // A second one: the user will not wait for tasks to stop or for the cache to flush.
+        // Leave at once, taking the tasks along; every cache write is a temp file renamed into
+        // place, so what is cut short is a temp file, never a damaged entry.
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        runner::kill_every_task();
+        eprintln!("interrupted again: stopped without waiting");
+        std::process::exit(130);
     });
     let report = runner::run(&manager, file, env, options, cancel).await;
+    // Flush what completed (results, statistics, stat caches) whatever the outcome; a second
+    // Ctrl-C still cuts this short.
+    let shutdown = manager.shutdown().await;
     signals.abort();
     let _ = signals.await;
-    // Flush what completed (results, statistics, stat caches) whatever the outcome.
-    let shutdown = manager.shutdown().await;
     let report = report?;
     shutdown?;
     Ok(report.exit_code())
