@@ -352,12 +352,18 @@ impl EnhancedCacheManager {
 
     /// The key of `invocation` (inputs hashed on the library's pool) without looking it up.
     pub async fn compute_key(&self, invocation: TaskInvocation<'_>) -> Result<ActionKey, Error> {
-        Ok(self
-            .inner
-            .runtime
-            .key_gen()
-            .compute(key_request(&self.inner.config, &invocation))
-            .await?)
+        self.key_of(invocation).await
+    }
+
+    /// [`EnhancedCacheManager::compute_key`] as a future that borrows nothing (the request is
+    /// built before it returns), to be spawned: many keys computed at once.
+    pub fn key_of(
+        &self,
+        invocation: TaskInvocation<'_>,
+    ) -> impl Future<Output = Result<ActionKey, Error>> + Send + 'static {
+        let request = key_request(&self.inner.config, &invocation);
+        let key_gen = self.inner.runtime.key_gen().clone();
+        async move { Ok(key_gen.compute(request).await?) }
     }
 
     /// Whether [`EnhancedCacheManager::prefetch`] can help `task`: it is read from the cache

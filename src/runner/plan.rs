@@ -1,6 +1,6 @@
 //! The run plan: which tasks run, what each waits for, and what a failure takes down with it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cuenv_actors::Digest;
 
@@ -12,6 +12,8 @@ use crate::task::TaskFile;
 pub(crate) struct Plan {
     /// Every task of the run, dependencies first.
     pub(crate) order: Vec<String>,
+    /// Each task's place in `order`.
+    positions: HashMap<String, usize>,
     /// Each task's dependencies.
     dependencies: BTreeMap<String, Vec<String>>,
     /// Each task's dependents within the run.
@@ -56,8 +58,10 @@ impl Plan {
             }
             dependencies.insert(name.clone(), deps);
         }
+        let positions = order.iter().enumerate().map(|(at, name)| (name.clone(), at)).collect();
         let mut plan = Plan {
             order,
+            positions,
             dependencies,
             dependents,
             waiting_on: BTreeMap::new(),
@@ -93,6 +97,11 @@ impl Plan {
             .collect()
     }
 
+    /// Where `name` comes in the run's order (last when it is not part of the run).
+    pub(crate) fn position(&self, name: &str) -> usize {
+        self.positions.get(name).copied().unwrap_or(usize::MAX)
+    }
+
     /// The tasks of the run that `name` depends on directly.
     pub(crate) fn dependencies_of(&self, name: &str) -> &[String] {
         self.dependencies.get(name).map_or(&[], Vec::as_slice)
@@ -109,8 +118,7 @@ impl Plan {
             let Some(count) = self.waiting_on.get_mut(&dependent) else { continue };
             *count -= 1;
             if *count == 0 && self.blocked.remove(&dependent) {
-                let position =
-                    self.order.iter().position(|n| *n == dependent).unwrap_or(usize::MAX);
+                let position = self.position(&dependent);
                 self.ready.insert((position, dependent));
             }
         }

@@ -1192,3 +1192,38 @@ command = '{}; trap "" TERM; echo $$ > "$STATE/sh.pid"; sleep 30 & echo $! > "$S
     assert!(!alive(shell), "the task's shell survived");
     assert!(!alive(sleep), "the task's process group survived");
 }
+
+#[test]
+fn a_dry_run_keys_tasks_side_by_side_and_reports_the_first_failure_in_order() {
+    // Thirty tasks whose keys may all be computed at once (-j 30); each reads its own file.
+    let mut toml = String::new();
+    for i in 0..30 {
+        toml.push_str(&format!("[tasks.t{i:02}]\ncommand = 'true'\ninputs = ['in{i:02}.txt']\n"));
+        if i >= 10 {
+            toml.push_str(&format!("dependencies = ['t{:02}']\n", i - 10));
+        }
+    }
+    let p = Project::new(&toml);
+    for i in 0..30 {
+        p.write(&format!("in{i:02}.txt"), &i.to_string());
+    }
+    let json = p.run(&["run", "--all", "-j", "30", "--dry-run", "--json"]).ok();
+    let entries: Value = serde_json::from_str(&json.stdout).expect("valid JSON");
+    let tasks: Vec<&str> =
+        entries.as_array().expect("array").iter().map(|e| e["task"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(tasks, expected, "in the run's order");
+    let manifest = &entries[25]["manifest"];
+    assert_eq!(manifest["dependencies"]["t15"], entries[15]["digest"]);
+
+    // Two tasks fail; whichever key fails first, the one reported is the earlier in order.
+    fs::remove_file(p.path("in07.txt")).unwrap();
+    fs::remove_file(p.path("in03.txt")).unwrap();
+    let dry = p.run(&["run", "--all", "-j", "30", "--dry-run"]);
+    assert_ne!(dry.code, 0);
+    assert!(
+        dry.stderr.contains("task \"t03\": input \"in03.txt\" does not exist"),
+        "{}",
+        dry.stderr
+    );
+}
