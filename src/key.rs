@@ -48,3 +48,23 @@ pub fn key_request(config: &GlobalCacheConfig, invocation: &TaskInvocation<'_>) 
     request.dependencies = invocation.dependencies.clone();
     request
 }
+
+/// The first of `unspellable` (variables whose name or value is not UTF-8, which the env a key
+/// sees cannot hold) that the env filter of one of `tasks` keeps, with that task: such a
+/// variable would change what the task does without changing its key.
+pub fn env_left_out_of_a_key<'a>(
+    config: &GlobalCacheConfig,
+    tasks: impl IntoIterator<Item = (&'a String, &'a TaskConfig)>,
+    unspellable: &[String],
+) -> Option<(String, String)> {
+    if unspellable.is_empty() {
+        return None;
+    }
+    tasks.into_iter().find_map(|(name, task)| {
+        let include = task.cache_config.env_include.as_ref().unwrap_or(&config.env_include);
+        let exclude = task.cache_config.env_exclude.as_ref().unwrap_or(&config.env_exclude);
+        let filter = EnvFilter::new(include, exclude);
+        let variable = unspellable.iter().find(|variable| filter.keeps(variable))?;
+        Some((variable.clone(), name.clone()))
+    })
+}

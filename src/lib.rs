@@ -21,5 +21,5 @@ pub use cuenv_actors::result::{ActionResult, Log, TaskOutput};
 pub use cuenv_actors::{Digest, stats::Counters};
 pub use error::Error;
 pub use fields::Problem;
-pub use key::{TaskInvocation, key_request};
+pub use key::{TaskInvocation, env_left_out_of_a_key, key_request};
 pub use manager::{EnhancedCacheManager, ExecuteOptions, Execution, Source, Tier};

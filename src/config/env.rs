@@ -52,10 +52,20 @@ pub fn env_var_names() -> &'static [&'static str] {
 }
 
 /// A snapshot of the current process environment. Entries whose name or value is not valid
-/// UTF-8 are skipped.
+/// UTF-8 are skipped (see [`unspellable_env`]).
 pub fn process_env() -> EnvMap {
     std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect()
+}
+
+/// The names (undecodable bytes replaced) of the variables [`process_env`] skips. A task still
+/// runs with them, so one that a key's env filter would keep cannot be left out of the key in
+/// silence: [`crate::env_left_out_of_a_key`] finds it.
+pub fn unspellable_env() -> Vec<String> {
+    std::env::vars_os()
+        .filter(|(name, value)| name.to_str().is_none() || value.to_str().is_none())
+        .map(|(name, _)| name.to_string_lossy().into_owned())
         .collect()
 }
 

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 pub use env::{
     ENV_CACHE_CONFIG, ENV_CACHE_DIR, ENV_CACHE_MAX_SIZE, ENV_CACHE_MODE, ENV_ENHANCED_CACHE,
     ENV_PERSISTENT_CACHE, ENV_REMOTE_CACHE, ENV_REMOTE_CACHE_TOKEN, ENV_REMOTE_CACHE_URL, EnvMap,
-    env_var_names, process_env,
+    env_var_names, process_env, unspellable_env,
 };
 pub use flags::CacheFeatureFlags;
 pub use global::{

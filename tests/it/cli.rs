@@ -1227,3 +1227,28 @@ fn a_dry_run_keys_tasks_side_by_side_and_reports_the_first_failure_in_order() {
         dry.stderr
     );
 }
+
+#[test]
+fn an_environment_variable_a_key_cannot_spell_is_an_error_only_where_a_key_would_take_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let p = Project::new(&format!(
+        "[tasks.t]\ncommand = '{}'\n[tasks.narrow]\ncommand = 'true'\ncacheConfig = {{ envInclude = ['PATH'] }}\n",
+        mark("t")
+    ));
+    let run_with = |name: &[u8], args: &[&str]| -> Run {
+        let mut command = p.command(args, &[]);
+        command.env(OsStr::from_bytes(name), OsStr::from_bytes(b"caf\xe9"));
+        command.output().expect("run cuenv").into()
+    };
+    // CUENV_* is on the default env_include: left out of the key, it could change unseen.
+    let refused = run_with(b"CUENV_FLAVOUR", &["run", "t"]).expect(2);
+    assert!(refused.stderr.contains("environment variable CUENV_FLAVOUR is not valid UTF-8"));
+    assert!(refused.stderr.contains("task \"t\""), "{}", refused.stderr);
+    assert_eq!(p.runs("t"), 0);
+    // A task whose filter does not keep it, or a variable no filter keeps, is fine.
+    run_with(b"CUENV_FLAVOUR", &["run", "narrow"]).ok();
+    run_with(b"OTHER", &["run", "t"]).ok();
+    assert_eq!(p.runs("t"), 1);
+}

@@ -30,6 +30,19 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
         args: args.args.clone(),
         no_color: setup.env.contains_key("NO_COLOR"),
     };
+    let unspellable = cuenv::config::unspellable_env();
+    if !unspellable.is_empty() {
+        // Only the tasks of this run; an unknown task name is the plan's to report.
+        let requested: Vec<String> =
+            if args.all { file.tasks.keys().cloned().collect() } else { args.tasks.clone() };
+        let in_run = file.closure(&requested).unwrap_or_default();
+        let tasks = in_run.iter().filter_map(|name| Some((name, file.tasks.get(name)?)));
+        if let Some((variable, task)) = cuenv::env_left_out_of_a_key(&config, tasks, &unspellable) {
+            anyhow::bail!(
+                "environment variable {variable} is not valid UTF-8, yet task \"{task}\"'s key would include it (env_include); unset it, or exclude it (env_exclude, or the task's envExclude)"
+            );
+        }
+    }
     let manager = EnhancedCacheManager::new_with_flags(config, setup.flags).await?;
     let env = Arc::new(setup.env.clone());
     if args.dry_run {
