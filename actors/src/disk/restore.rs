@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::DiskStore;
 use super::blobs::CopyOut;
+use super::undeclared_output;
 use crate::fsio;
 use crate::key_gen::{FileStamp, LARGE_FILE, StatCache, hash_open_file, hash_open_file_on};
 use crate::memory::MemoryEntry;
@@ -60,6 +61,12 @@ pub enum RestoreError {
         /// The path as recorded.
         path: String,
     },
+    /// The record names a path that the task's declared outputs could not have captured.
+    #[error("cached output {path:?} is not where the task's declared outputs go")]
+    Undeclared {
+        /// The path as recorded.
+        path: String,
+    },
     /// A directory on the way to an output is a symlink in the project. A restore never writes
     /// through one (it may lead outside the project); the entry itself is sound.
     #[error(
@@ -91,7 +98,12 @@ impl RestoreError {
     /// Whether the cache entry is at fault (the caller should treat it as a miss and execute),
     /// rather than the workspace.
     pub fn is_cache_fault(&self) -> bool {
-        matches!(self, RestoreError::Unsafe { .. } | RestoreError::BlobGone { .. })
+        matches!(
+            self,
+            RestoreError::Unsafe { .. }
+                | RestoreError::Undeclared { .. }
+                | RestoreError::BlobGone { .. }
+        )
     }
 
     /// Whether the project stands in the way of a sound entry (the caller should execute
@@ -145,6 +157,15 @@ impl DiskStore {
         };
         if let Some(bad) = all_paths.into_iter().find(below_a_link) {
             return Err(RestoreError::Unsafe { path: bad.clone() });
+        }
+        // Only where the task's outputs go, as for a download: a record from a cache directory
+        // that others write to (a CI cache saved by another branch) cannot write into the
+        // project's sources or `.git`. A record this version captured always passes.
+        let files = result.output_files.iter().map(|file| file.path.as_str());
+        let links = result.output_symlinks.iter().map(|link| link.path.as_str());
+        let dirs = result.output_dirs.iter().map(String::as_str);
+        if let Some(bad) = undeclared_output(&result.manifest, files.chain(links), dirs) {
+            return Err(RestoreError::Undeclared { path: bad.to_owned() });
         }
         let dirs = SafeDirs { root, checked: Mutex::default() };
         let mut report = RestoreReport::default();

@@ -11,10 +11,13 @@ use super::*;
 use crate::key_gen::{FileStamp, KeyManifest, StatCache, hash_pool};
 use crate::result::{LogRef, OutputFile, OutputSymlink};
 
+/// A task whose outputs are everything in the project (but `.git`), so the records of these
+/// tests may name any path.
 pub(crate) fn manifest(task: &str) -> KeyManifest {
     KeyManifest {
         cuenv_version: "test".to_owned(),
         platform: "test".to_owned(),
+        outputs: vec!["**".to_owned()],
         ..KeyManifest::for_command(task, "true")
     }
 }
@@ -586,7 +589,7 @@ fn only_paths_the_declared_outputs_could_capture_are_accepted_from_elsewhere() {
         ..manifest("t")
     };
     let first_undeclared = |manifest: &KeyManifest, paths: &[&'static str]| {
-        undeclared_output(manifest, paths.iter().copied())
+        undeclared_output(manifest, paths.iter().copied(), [])
     };
     let pkg = declared("pkg", &["dist", "*.txt", "gen/**/*.rs"]);
     let fine =
@@ -614,6 +617,15 @@ fn only_paths_the_declared_outputs_could_capture_are_accepted_from_elsewhere() {
     assert_eq!(first_undeclared(&all, &["a", "b/c"]), None);
     assert_eq!(first_undeclared(&all, &[".git/config"]), Some(".git/config"));
     assert_eq!(first_undeclared(&declared("", &[]), &["a"]), Some("a"));
+    // Directories: inside the outputs, or on the way to them (a restore creates those anyway),
+    // and nowhere else: one in place of a file replaces that file.
+    let dirs = |manifest: &KeyManifest, dirs: &[&'static str]| {
+        undeclared_output(manifest, [], dirs.iter().copied())
+    };
+    assert_eq!(dirs(&pkg, &["pkg", "pkg/dist", "pkg/dist/sub", "pkg/gen"]), None);
+    for wrong in ["pkg/src", "pkg/notes.txt/x", "other", "pkg/gen/x", "pkg/dist/.git", ".git"] {
+        assert_eq!(dirs(&pkg, &[wrong]), Some(wrong), "{wrong}");
+    }
 }
 
 #[test]
@@ -638,4 +650,33 @@ fn a_store_opened_on_a_file_says_it_is_not_a_directory_and_keeps_the_real_path()
     let store = DiskStore::open(settings(&roundabout), hash_pool(2).unwrap()).unwrap();
     let real = fs::canonicalize(dir.path()).unwrap().join("cache");
     assert_eq!(store.settings().cache_dir, real);
+}
+
+#[test]
+fn a_local_record_that_writes_outside_its_declared_outputs_is_refused_and_nothing_written() {
+    // A cache directory others write to (a CI cache saved by another branch) is checked like a
+    // remote: a record may write, or replace, only where its task's outputs go.
+    let (cache, project) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = store(cache.path());
+    fs::create_dir_all(project.path().join("src")).unwrap();
+    fs::write(project.path().join("src/main.rs"), "fn main() {}").unwrap();
+    let (_, mut result) = put(&store, "t", &[("dist/app.js", b"ok"), ("src/main.rs", b"evil")]);
+    result.manifest.outputs = vec!["dist/**".to_owned()];
+    let error = store.restore_outputs(&result, project.path()).unwrap_err();
+    assert!(
+        matches!(&error, RestoreError::Undeclared { path } if path == "src/main.rs")
+            && error.is_cache_fault(),
+        "{error}"
+    );
+    // A directory where a source file is would replace it.
+    result.output_files.retain(|file| file.path == "dist/app.js");
+    result.output_dirs = vec!["src/main.rs".to_owned()];
+    let error = store.restore_outputs(&result, project.path()).unwrap_err();
+    assert!(matches!(error, RestoreError::Undeclared { .. }), "{error}");
+    assert_eq!(fs::read_to_string(project.path().join("src/main.rs")).unwrap(), "fn main() {}");
+    assert!(!project.path().join("dist").exists(), "nothing is written before the check");
+    // Where the outputs go, it restores.
+    result.output_dirs = vec!["dist".to_owned()];
+    store.restore_outputs(&result, project.path()).unwrap();
+    assert_eq!(fs::read(project.path().join("dist/app.js")).unwrap(), b"ok");
 }

@@ -126,15 +126,21 @@ impl InputSpec {
                 })?;
             ignored.add(glob(task, pattern, &normalised)?);
         }
-        let build = |builder: GlobSetBuilder| {
+        // Most tasks have no glob that needs a matcher (`dir/**` and literals do without), and
+        // building even an empty set costs automata: an empty set is made directly.
+        let build = |builder: GlobSetBuilder, globs: usize| {
+            if globs == 0 {
+                return Ok(GlobSet::empty());
+            }
             builder.build().map_err(|error| KeyError::InvalidGlob {
                 task: task.to_owned(),
                 pattern: inputs.join(", "),
                 message: error.to_string(),
             })
         };
-        let include = build(include)?;
-        Ok(InputSpec { below, include, include_patterns, ignore: build(ignored)?, literals, bases })
+        let include = build(include, include_patterns.len())?;
+        let ignore = build(ignored, ignore.len())?;
+        Ok(InputSpec { below, include, include_patterns, ignore, literals, bases })
     }
 
     /// Whether a walk of these patterns, as outputs are collected, reaches `path` (relative to
@@ -152,6 +158,15 @@ impl InputSpec {
         };
         self.literals.iter().any(|(_, literal)| path == literal || walked_to(literal))
             || (self.includes(path) && self.bases.iter().any(|base| walked_to(base)))
+    }
+
+    /// Whether the directory `dir` (relative to the root) is a literal pattern, a glob's base,
+    /// or a directory above one: on the way to where the patterns point.
+    pub(crate) fn leads_to(&self, dir: &str) -> bool {
+        let on_the_way =
+            |to: &str| to == dir || to.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+        self.literals.iter().any(|(_, literal)| on_the_way(literal))
+            || self.bases.iter().any(|base| on_the_way(base))
     }
 
     /// Whether an input glob matches `path` (relative to the root).

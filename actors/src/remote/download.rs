@@ -141,7 +141,8 @@ impl RemoteClient {
         // the project (`.git/hooks`, sources).
         let paths = remote.output_files.iter().map(|file| file.path.as_str());
         let links = remote.output_symlinks.iter().map(|link| link.path.as_str());
-        if let Some(path) = undeclared_output(manifest, paths.chain(links)) {
+        let dirs = remote.output_directories.iter().map(|dir| dir.path.as_str());
+        if let Some(path) = undeclared_output(manifest, paths.chain(links), dirs) {
             tracing::warn!(
                 task = %manifest.task,
                 path,
