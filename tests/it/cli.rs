@@ -1247,6 +1247,9 @@ fn an_environment_variable_a_key_cannot_spell_is_an_error_only_where_a_key_would
     assert!(refused.stderr.contains("environment variable CUENV_FLAVOUR is not valid UTF-8"));
     assert!(refused.stderr.contains("task \"t\""), "{}", refused.stderr);
     assert_eq!(p.runs("t"), 0);
+    // `cache explain` shows keys: the same refusal.
+    let explain = run_with(b"CUENV_FLAVOUR", &["cache", "explain", "t"]).expect(2);
+    assert!(explain.stderr.contains("CUENV_FLAVOUR is not valid UTF-8"), "{}", explain.stderr);
     // A task whose filter does not keep it, or a variable no filter keeps, is fine.
     run_with(b"CUENV_FLAVOUR", &["run", "narrow"]).ok();
     run_with(b"OTHER", &["run", "t"]).ok();

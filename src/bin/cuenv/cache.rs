@@ -293,10 +293,11 @@ struct Upstream {
 
 async fn explain_task(setup: &Setup, task: &str, json: bool) -> anyhow::Result<u8> {
     let file = setup.task_file()?;
+    crate::run::refuse_env_keys_cannot_spell(&setup.config, &file, &[task.to_owned()])?;
     let options = RunOptions {
         tasks: vec![task.to_owned()],
         all: false,
-        jobs: std::num::NonZeroUsize::MIN,
+        jobs: std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
         keep_going: false,
         args: Vec::new(),
         no_color: true,

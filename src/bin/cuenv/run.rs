@@ -4,8 +4,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use cuenv::EnhancedCacheManager;
-use cuenv::config::CacheMode;
+use cuenv::config::{CacheMode, GlobalCacheConfig};
 use cuenv::runner::{self, RunOptions};
+use cuenv::task::TaskFile;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -30,19 +31,9 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
         args: args.args.clone(),
         no_color: setup.env.contains_key("NO_COLOR"),
     };
-    let unspellable = cuenv::config::unspellable_env();
-    if !unspellable.is_empty() {
-        // Only the tasks of this run; an unknown task name is the plan's to report.
-        let requested: Vec<String> =
-            if args.all { file.tasks.keys().cloned().collect() } else { args.tasks.clone() };
-        let in_run = file.closure(&requested).unwrap_or_default();
-        let tasks = in_run.iter().filter_map(|name| Some((name, file.tasks.get(name)?)));
-        if let Some((variable, task)) = cuenv::env_left_out_of_a_key(&config, tasks, &unspellable) {
-            anyhow::bail!(
-                "environment variable {variable} is not valid UTF-8, yet task \"{task}\"'s key would include it (env_include); unset it, or exclude it (env_exclude, or the task's envExclude)"
-            );
-        }
-    }
+    let requested: Vec<String> =
+        if args.all { file.tasks.keys().cloned().collect() } else { args.tasks.clone() };
+    refuse_env_keys_cannot_spell(&config, &file, &requested)?;
     let manager = EnhancedCacheManager::new_with_flags(config, setup.flags).await?;
     let env = Arc::new(setup.env.clone());
     if args.dry_run {
@@ -83,6 +74,28 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
     let report = report?;
     shutdown?;
     Ok(report.exit_code())
+}
+
+/// An error when a variable whose name or value is not UTF-8 would be part of the key of a task
+/// of the closure of `requested`: left out of the key, it could change the task unseen.
+pub(crate) fn refuse_env_keys_cannot_spell(
+    config: &GlobalCacheConfig,
+    file: &TaskFile,
+    requested: &[String],
+) -> anyhow::Result<()> {
+    let unspellable = cuenv::config::unspellable_env();
+    if unspellable.is_empty() {
+        return Ok(());
+    }
+    // An unknown task name is the plan's to report.
+    let in_run = file.closure(requested).unwrap_or_default();
+    let tasks = in_run.iter().filter_map(|name| Some((name, file.tasks.get(name)?)));
+    if let Some((variable, task)) = cuenv::env_left_out_of_a_key(config, tasks, &unspellable) {
+        anyhow::bail!(
+            "environment variable {variable} is not valid UTF-8, yet task \"{task}\"'s key would include it (env_include); unset it, or exclude it (env_exclude, or the task's envExclude)"
+        );
+    }
+    Ok(())
 }
 
 fn print_dry_run(entries: &[runner::DryRunEntry], json: bool) -> anyhow::Result<()> {
