@@ -114,13 +114,13 @@ impl CapturedOutputs {
 }
 
 /// The first of `paths` (of output files and symlinks, relative to the root) and `dirs` (output
-/// directories) that the outputs `manifest` declares could not have captured. A file or symlink
-/// must be one that no literal output names or lies under and no glob matches, or one that
-/// reaches into a `.git` directory below where its literal output or glob starts (a walk never
-/// enters one). A directory may also be one on the way to where the outputs go (a glob's base, or
-/// a parent of a literal output), which a restore creates anyway. A result made elsewhere (a
-/// remote cache, or a cache directory others write to) is checked with this before anything of
-/// it is stored or restored, so it can write, or replace, only where the task's own outputs go.
+/// directories) that the outputs `manifest` declares could not have captured: one that no
+/// literal output names or lies under and no glob matches, or one that reaches into a `.git`
+/// directory below where its literal output or glob starts (a walk never enters one). A
+/// directory on the way to where the outputs go (a glob's base, or a parent of a literal output)
+/// is accepted too: a restore creates those anyway. A result made elsewhere (a remote cache, or a
+/// cache directory others write to) is checked with this before anything of it is stored or
+/// restored, so it can write, or replace, only where the task's own outputs go.
 pub fn undeclared_output<'a>(
     manifest: &KeyManifest,
     paths: impl IntoIterator<Item = &'a str>,
