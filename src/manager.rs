@@ -140,12 +140,19 @@ impl EnhancedCacheManager {
 
     /// Starts a manager with explicit feature flags: enhanced caching off means legacy
     /// behaviour (every task executes, nothing is cached); persistent storage off keeps the
-    /// store in a process-private directory removed at drop.
+    /// store in a process-private directory removed at drop. So does a config that caches
+    /// nothing (disabled, or mode `off`): the cache directory is then never touched.
     pub async fn new_with_flags(
         config: GlobalCacheConfig,
         flags: CacheFeatureFlags,
     ) -> Result<Self, Error> {
-        let private_dir = if flags.persistent_storage_enabled {
+        // A run that caches nothing (`--no-cache`, mode `off`, caching disabled) never touches
+        // the cache directory: it may be unusable (read-only, full), and turning the cache
+        // off is how one gets past that.
+        let caching_off = !flags.enhanced_cache_enabled
+            || !config.enabled
+            || config.default_mode == CacheMode::Off;
+        let private_dir = if flags.persistent_storage_enabled && !caching_off {
             None
         } else {
             Some(

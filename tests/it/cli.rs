@@ -1255,3 +1255,23 @@ fn an_environment_variable_a_key_cannot_spell_is_an_error_only_where_a_key_would
     run_with(b"OTHER", &["run", "t"]).ok();
     assert_eq!(p.runs("t"), 1);
 }
+
+#[test]
+fn no_cache_runs_without_touching_the_cache_directory() {
+    let p = Project::new(&format!("[tasks.t]\ncommand = '{}'\n", mark("t")));
+    // A cache directory that cannot be used (here a file stands where it goes).
+    p.write("not-a-dir", "x");
+    let unusable = p.path("not-a-dir");
+    let env = [("CUENV_CACHE_DIR", unusable.to_str().expect("utf-8 path"))];
+    let refused = p.run_env(&["run", "t"], &env).expect(2);
+    assert!(refused.stderr.contains("it is not a directory"), "{}", refused.stderr);
+    // Turning the cache off is the way past it, whichever way it is turned off.
+    p.run_env(&["run", "t", "--no-cache"], &env).ok();
+    p.run_env(&["run", "t"], &[env[0], ("CUENV_CACHE_MODE", "off")]).ok();
+    assert_eq!(p.runs("t"), 2);
+    // Nor is a missing one created.
+    let missing = p.dir.path().join("never-made");
+    let env = [("CUENV_CACHE_DIR", missing.to_str().expect("utf-8 path"))];
+    p.run_env(&["run", "t", "--no-cache"], &env).ok();
+    assert!(!missing.exists());
+}
