@@ -108,6 +108,9 @@ impl CapturedOutputs {
             self.symlinks.push(OutputSymlink { path, target });
         } else if metadata.is_file() {
             self.files.push((path, absolute, metadata.permissions().mode() & 0o111 != 0));
+        } else {
+            // A named pipe, socket or device has no content to store or restore.
+            tracing::warn!(output = %path, "an output is not a regular file or a symlink; it is not cached");
         }
         Ok(())
     }

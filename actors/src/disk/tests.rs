@@ -680,3 +680,22 @@ fn a_local_record_that_writes_outside_its_declared_outputs_is_refused_and_nothin
     store.restore_outputs(&result, project.path()).unwrap();
     assert_eq!(fs::read(project.path().join("dist/app.js")).unwrap(), b"ok");
 }
+
+#[test]
+fn a_named_pipe_among_the_outputs_is_left_out_not_waited_on() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("out")).unwrap();
+    fs::write(root.join("out/a.txt"), "a").unwrap();
+    let pipe = std::ffi::CString::new(root.join("out/pipe").as_os_str().as_bytes()).unwrap();
+    // SAFETY: `pipe` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(pipe.as_ptr(), 0o644) }, 0);
+    let captured = CapturedOutputs::collect(root, "t", "", &["out/**".to_owned()], &[]).unwrap();
+    let paths: Vec<&str> = captured.files.iter().map(|(path, _, _)| path.as_str()).collect();
+    assert_eq!(paths, ["out/a.txt"]);
+    // Storing opens it without waiting for a writer, and refuses it.
+    let store = store(&root.join("cache"));
+    let error = store.put_file(&root.join("out/pipe")).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+}
