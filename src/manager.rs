@@ -465,6 +465,21 @@ impl EnhancedCacheManager {
         Ok(self.inner.runtime.stats().snapshot().await?)
     }
 
+    /// Waits until every execution handed back so far is done with, its background store
+    /// included (and any started meanwhile): for a caller that reports after the stores, so that
+    /// what they warn of comes before its summary.
+    pub async fn settle(&self) {
+        loop {
+            let mut leaders = std::mem::take(
+                &mut *self.inner.leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            if leaders.is_empty() {
+                return;
+            }
+            while leaders.join_next().await.is_some() {}
+        }
+    }
+
     /// Stops accepting calls, waits for every admitted call (and its store) to finish, then
     /// stops the actors, flushing statistics, stat caches and the index journal.
     pub async fn shutdown(&self) -> Result<(), Error> {

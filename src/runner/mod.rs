@@ -184,6 +184,9 @@ pub async fn run(
     printer.finish();
     let interrupted = *context.cancel.borrow();
     let report = RunReport { tasks, wall: started.elapsed(), interrupted };
+    // Stores finish in the background; what they warn of (a result not stored) comes before the
+    // summary, which ends the output.
+    context.manager.settle().await;
     summarize(&printer, &report);
     Ok(report)
 }

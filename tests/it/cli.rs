@@ -1119,6 +1119,9 @@ fn outputs_that_match_nothing_are_warned_about_and_the_logs_still_cached() {
     let warning = "the task's declared outputs matched nothing";
     assert!(first.stderr.contains(warning), "{}", first.stderr);
     assert!(first.stderr.contains(r#"outputs=["dist/**"]"#), "{}", first.stderr);
+    // The store's warning comes before the summary, which ends the output.
+    let at = |text: &str| first.stderr.find(text).expect(text);
+    assert!(at(warning) < at(" Tasks:"), "{}", first.stderr);
     let second = p.run(&["run", "gen"]).ok();
     assert!(second.hit("gen"), "{}", second.stderr);
     assert!(second.stdout.contains("made"), "the log is replayed: {}", second.stdout);
