@@ -141,10 +141,12 @@ pub fn check(file: &TaskFile, options: &RunOptions) -> Result<(), Error> {
     overlap::check(file, &plan)
 }
 
-/// Advice on a valid task file, one line per cached task that declares outputs its own inputs
-/// may include: they are part of its key, so the run after they first appear executes it again.
+/// Advice on a valid task file, one line per cached task whose inputs may include outputs: its
+/// own (they are part of its key, so the run after they first appear executes it again), or
+/// those of a task it does not depend on (its key follows what that task last wrote).
 pub fn notes(file: &TaskFile) -> Vec<String> {
-    file.tasks
+    let mut notes: Vec<String> = file
+        .tasks
         .iter()
         .filter(|(_, task)| task.cache)
         .filter_map(|(name, _)| {
@@ -153,7 +155,30 @@ pub fn notes(file: &TaskFile) -> Vec<String> {
                 "task \"{name}\": its output \"{output}\" falls under its input \"{input}\", so its key includes what it wrote and the next run executes it again; list the output in cacheConfig.ignoreInputs unless the task reads it (as an in-place formatter does)"
             ))
         })
-        .collect()
+        .collect();
+    let every_task = RunOptions {
+        tasks: Vec::new(),
+        all: true,
+        jobs: NonZeroUsize::MIN,
+        keep_going: false,
+        args: Vec::new(),
+        no_color: true,
+    };
+    if let Ok(plan) = Plan::new(file, &every_task) {
+        for stray in overlap::reads_outputs_of_unrelated_tasks(file, &plan) {
+            let overlap::StrayRead { reader, input, writer, output, writer_after } = stray;
+            notes.push(if writer_after {
+                format!(
+                    "task \"{reader}\": its input \"{input}\" may include the output \"{output}\" of task \"{writer}\", which runs after it, so its key includes what \"{writer}\" wrote the run before and it executes again whenever that changes; list the output in cacheConfig.ignoreInputs"
+                )
+            } else {
+                format!(
+                    "task \"{reader}\": its input \"{input}\" may include the output \"{output}\" of task \"{writer}\", which it does not depend on, so its key follows whatever \"{writer}\" last wrote and the two may run at the same time; make it depend on \"{writer}\", or list the output in cacheConfig.ignoreInputs"
+                )
+            });
+        }
+    }
+    notes
 }
 
 /// Runs the requested tasks and their dependencies.

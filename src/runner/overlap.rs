@@ -153,19 +153,26 @@ fn overlap(a: &Output, b: &Output) -> bool {
     }
 }
 
+/// The task's `ignoreInputs`, joined like its inputs.
+fn ignored_of(file: &TaskFile, task: &str) -> Vec<Output> {
+    let config = &file.tasks[task];
+    let working_dir = config.working_dir.as_deref().unwrap_or_default();
+    config
+        .cache_config
+        .ignore_inputs
+        .iter()
+        .filter_map(|raw| join_normalised(working_dir, &ignore_glob(raw)))
+        .map(Output::new)
+        .collect()
+}
+
 /// A declared output of `task` that its own inputs may match, with that input, unless an
 /// `ignoreInputs` pattern may cover it. Such outputs are part of the task's key: the first run
 /// after they appear executes the task again (its key now includes them).
 pub(crate) fn own_output_among_inputs(file: &TaskFile, task: &str) -> Option<(String, String)> {
     let config = &file.tasks[task];
     let working_dir = config.working_dir.as_deref().unwrap_or_default();
-    let ignored: Vec<Output> = config
-        .cache_config
-        .ignore_inputs
-        .iter()
-        .filter_map(|raw| join_normalised(working_dir, &ignore_glob(raw)))
-        .map(Output::new)
-        .collect();
+    let ignored = ignored_of(file, task);
     // As written (relative to the working directory), beside their joined form.
     let joined =
         |raw: &String| Some((raw.clone(), Output::new(join_normalised(working_dir, raw)?)));
@@ -183,6 +190,56 @@ pub(crate) fn own_output_among_inputs(file: &TaskFile, task: &str) -> Option<(St
             let (raw_input, _) = inputs.iter().find(|(_, input)| overlap(input, &output))?;
             Some((raw_output, raw_input.clone()))
         })
+}
+
+/// A cached task whose inputs may include an output of a task it does not depend on.
+pub(crate) struct StrayRead {
+    pub(crate) reader: String,
+    pub(crate) input: String,
+    pub(crate) writer: String,
+    pub(crate) output: String,
+    /// Whether the writer depends on the reader (it runs after it); otherwise they may run at
+    /// the same time.
+    pub(crate) writer_after: bool,
+}
+
+/// For each cached task that does not depend (directly or not) on a task whose declared outputs
+/// its inputs may include: the first such task, with that input and output (as joined to their
+/// working directories). The reader's key then depends on what the other task last wrote (so it
+/// changes, and the reader executes again, whenever that does).
+pub(crate) fn reads_outputs_of_unrelated_tasks(file: &TaskFile, plan: &Plan) -> Vec<StrayRead> {
+    let mut outputs: Vec<(usize, Output)> = plan
+        .order
+        .iter()
+        .enumerate()
+        .flat_map(|(task, name)| outputs_of(file, name).into_iter().map(move |out| (task, out)))
+        .collect();
+    outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
+    let ancestors = plan.ancestors();
+    plan.order
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| file.tasks[*name].cache)
+        .filter_map(|(reader, name)| {
+            let ignored = ignored_of(file, name);
+            inputs_of(file, name).iter().find_map(|input| {
+                let (writer, output) =
+                    related(&outputs, &input.base).find(|(writer, output)| {
+                        *writer != reader
+                            && !ancestors.depends(reader, *writer)
+                            && overlap(input, output)
+                            && !ignored.iter().any(|ignore| overlap(ignore, output))
+                    })?;
+                Some(StrayRead {
+                    reader: name.clone(),
+                    input: input.pattern.clone(),
+                    writer: plan.order[*writer].clone(),
+                    output: output.pattern.clone(),
+                    writer_after: ancestors.depends(*writer, reader),
+                })
+            })
+        })
+        .collect()
 }
 
 /// Fails with every overlapping pair of concurrently runnable tasks.

@@ -1278,3 +1278,44 @@ fn no_cache_runs_without_touching_the_cache_directory() {
     p.run_env(&["run", "t", "--no-cache"], &env).ok();
     assert!(!missing.exists());
 }
+
+#[test]
+fn validate_notes_inputs_that_take_in_the_outputs_of_tasks_not_depended_on() {
+    let toml = |lint_extra: &str, use_extra: &str| {
+        format!(
+            "[tasks.lint]\ncommand = '{}'\ninputs = ['**']\n{lint_extra}\n\
+             [tasks.build]\ncommand = 'mkdir -p dist && echo x > dist/x'\ninputs = ['src/**']\noutputs = ['dist/**']\ndependencies = ['lint']\n\
+             [tasks.gen]\ncommand = 'mkdir -p gen && echo g > gen/g'\noutputs = ['gen/**']\n\
+             [tasks.use]\ncommand = 'cat gen/g'\ninputs = ['gen/**']\n{use_extra}\n\
+             [tasks.test]\ncommand = 'cat dist/x'\ninputs = ['dist/**']\ndependencies = ['build']\n",
+            mark("lint")
+        )
+    };
+    let p = Project::new(&toml("", ""));
+    p.write("src/a.txt", "a");
+    let notes = p.run(&["cache", "validate"]).ok().stdout;
+    // A task that runs before the writer: its key takes in the previous run's outputs.
+    assert!(
+        notes.contains("task \"lint\": its input \"**\" may include the output \"dist/**\" of task \"build\", which runs after it"),
+        "{notes}"
+    );
+    // One that may run beside it.
+    assert!(
+        notes.contains("task \"use\": its input \"gen/**\" may include the output \"gen/**\" of task \"gen\", which it does not depend on"),
+        "{notes}"
+    );
+    // Reading what a dependency wrote is what dependencies are for.
+    assert!(!notes.contains("task \"test\""), "{notes}");
+    assert_eq!(notes.matches("note:").count(), 2, "{notes}");
+    // As the note says: with nothing edited, lint executes again once build has written dist/.
+    p.run(&["run", "build"]).ok();
+    p.run(&["run", "build"]).ok();
+    assert_eq!(p.runs("lint"), 2, "dist/ appeared among lint's inputs");
+
+    // With the advice followed there is nothing to note.
+    let followed =
+        toml("cacheConfig = { ignoreInputs = ['dist/**', 'gen/**'] }", "dependencies = ['gen']");
+    let p = Project::new(&followed);
+    let notes = p.run(&["cache", "validate"]).ok().stdout;
+    assert!(!notes.contains("note:"), "{notes}");
+}
