@@ -12,10 +12,9 @@ use serde_json::Value;
 use super::{TaskFile, TaskFileError, TaskFileFormat, graph, parse};
 use crate::fields::{Problem, Problems};
 
-/// The real path of `path` (symlinks and `..` resolved), so that the project root compares
-/// equal to the cache directory's real path when the cache sits inside the project. A path that
-/// cannot be resolved (it does not exist) is made absolute as written, and reading it reports
-/// the problem.
+/// The real path of `path` (symlinks and `..` resolved), so a project has one root, and one
+/// stat cache, however it is reached. A path that cannot be resolved (it does not exist) is made
+/// absolute as written, and reading it reports the problem.
 pub(super) fn absolute(path: &Path) -> Result<PathBuf, TaskFileError> {
     std::fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::DiskStore;
-use crate::key_gen::{InputSpec, KeyError, KeyManifest, in_literal_dir};
+use crate::key_gen::{InputSpec, KeyError, KeyManifest, SkipDirs, in_literal_dir};
 use crate::result::{OutputFile, OutputSymlink};
 
 /// What a task's outputs globs matched.
@@ -81,8 +81,9 @@ impl CapturedOutputs {
         }
         let bases =
             crate::key_gen::outermost(spec.bases.iter().chain(&literal_dirs).cloned().collect());
+        let skip_dirs = &SkipDirs::new(skip_dirs);
         let walker = Walker { root, spec: &spec, literal_dirs: &literal_dirs, skip_dirs };
-        for base in bases.into_iter().filter(|base| !skip_dirs.contains(&root.join(base))) {
+        for base in bases.into_iter().filter(|base| !skip_dirs.holds_path(&root.join(base))) {
             walker.walk(&base, &mut captured)?;
         }
         captured.files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -142,7 +143,7 @@ struct Walker<'a> {
     root: &'a Path,
     spec: &'a InputSpec,
     literal_dirs: &'a [String],
-    skip_dirs: &'a [PathBuf],
+    skip_dirs: &'a SkipDirs,
 }
 
 impl Walker<'_> {
@@ -180,7 +181,7 @@ impl Walker<'_> {
             };
             let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
             if metadata.is_dir() {
-                let skipped = name == ".git" || self.skip_dirs.contains(&entry.path());
+                let skipped = name == ".git" || self.skip_dirs.holds(&entry);
                 if !skipped {
                     self.walk(&path, captured)?;
                 }

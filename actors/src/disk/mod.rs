@@ -116,9 +116,8 @@ impl DiskStore {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"));
         }
         fs::create_dir_all(&settings.cache_dir)?;
-        // The real path: walks compare it with the directories they enter, so a relative cache
-        // directory, or one reached through a symlink or `..`, is still never an input or an
-        // output of a project that holds it.
+        // The real path, one spelling for every process and message. (Walks know the cache
+        // directory by identity, not by path: see `key_gen::SkipDirs`.)
         settings.cache_dir = fs::canonicalize(&settings.cache_dir)?;
         let layout = Layout::new(&settings.cache_dir);
         for dir in [layout.cas(), layout.ac(), layout.tmp(), layout.locks(), layout.tasks()] {

@@ -223,7 +223,7 @@ pub(crate) fn outermost(mut bases: Vec<String>) -> Vec<String> {
 pub(super) struct Walk<'a> {
     pub(super) task: &'a str,
     pub(super) root: &'a Path,
-    pub(super) skip_dirs: &'a [PathBuf],
+    pub(super) skip_dirs: &'a SkipDirs,
     pub(super) spec: &'a InputSpec,
     pub(super) stat_cache: &'a StatCache,
     pub(super) racy_window: Duration,
@@ -240,6 +240,43 @@ struct Collected {
     files: Vec<InputFile>,
     fresh: Vec<(String, FileStamp, Digest)>,
     counts: HashCounts,
+}
+
+/// Directories a walk never enters (the cache directory), known by identity (device and inode),
+/// not by path: a relative path, a symlink or a `..` on either side spells the same directory
+/// differently. Telling them apart costs nothing per directory: an entry's inode comes with its
+/// name, and only an inode that matches is stat'ed for its device.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SkipDirs(Vec<(u64, u64)>);
+
+impl SkipDirs {
+    /// The identities of those of `dirs` that exist.
+    pub(crate) fn new(dirs: &[PathBuf]) -> Self {
+        SkipDirs(
+            dirs.iter()
+                .filter_map(|dir| fs::metadata(dir).ok())
+                .map(|metadata| identity(&metadata))
+                .collect(),
+        )
+    }
+
+    /// Whether the directory entry `entry` is one of them.
+    pub(crate) fn holds(&self, entry: &fs::DirEntry) -> bool {
+        use std::os::unix::fs::DirEntryExt;
+        self.0.iter().any(|(_, ino)| *ino == entry.ino())
+            && entry.metadata().is_ok_and(|metadata| self.0.contains(&identity(&metadata)))
+    }
+
+    /// Whether the directory at `path` is one of them.
+    pub(crate) fn holds_path(&self, path: &Path) -> bool {
+        !self.0.is_empty()
+            && fs::metadata(path).is_ok_and(|metadata| self.0.contains(&identity(&metadata)))
+    }
+}
+
+fn identity(metadata: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
 }
 
 impl Walk<'_> {
@@ -341,7 +378,7 @@ impl Walk<'_> {
                 };
                 let path = if dir.is_empty() { name.to_owned() } else { format!("{dir}/{name}") };
                 if file_type.is_dir() {
-                    if self.enters(name, &entry.path()) {
+                    if self.enters(name, &entry) {
                         stack.push(path);
                     }
                 } else if self.wanted(literal_dirs, &path) {
@@ -368,7 +405,7 @@ impl Walk<'_> {
         let lossy = entry.file_name().to_string_lossy().into_owned();
         let path = if dir.is_empty() { lossy } else { format!("{dir}/{lossy}") };
         let reached = if is_dir {
-            !self.skip_dirs.iter().any(|skip| *skip == entry.path())
+            !self.skip_dirs.holds(entry)
                 && (in_literal_dir(literal_dirs, &path) || self.spec.may_match_below(&path))
         } else {
             self.wanted(literal_dirs, &path)
@@ -379,9 +416,9 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// Whether a walk descends into the directory `name` at `path`.
-    pub(super) fn enters(&self, name: &str, path: &Path) -> bool {
-        name != ".git" && !self.skip_dirs.iter().any(|skip| skip == path)
+    /// Whether a walk descends into the directory `entry`, called `name`.
+    pub(super) fn enters(&self, name: &str, entry: &fs::DirEntry) -> bool {
+        name != ".git" && !self.skip_dirs.holds(entry)
     }
 
     /// Hashes the file at `path` (relative to the root) whose metadata is `metadata`, unless the

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use actor::KeyGenHandle;
 pub use hash::{LARGE_FILE, hash_open_file, hash_open_file_on, hash_reader};
 pub use inputs::{HashCounts, ignore_glob, is_glob, join_normalised};
-pub(crate) use inputs::{InputSpec, in_literal_dir, outermost};
+pub(crate) use inputs::{InputSpec, SkipDirs, in_literal_dir, outermost};
 pub use manifest::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};
 pub use request::KeyRequest;
 pub use stat_cache::{FileStamp, StatCache};
@@ -181,6 +181,8 @@ pub fn inputs_changed(before: &KeyManifest, after: &KeyManifest) -> Vec<String> 
 pub struct KeyEngine {
     pool: Arc<rayon::ThreadPool>,
     settings: KeyGenSettings,
+    /// `settings.skip_dirs`, by identity.
+    skip_dirs: SkipDirs,
     /// Stat caches by project root. A std mutex: it is held only to find or insert an `Arc`,
     /// never while hashing.
     stat_caches: Mutex<HashMap<PathBuf, Arc<StatCache>>>,
@@ -197,7 +199,8 @@ impl KeyEngine {
     /// Builds the engine on an existing pool (the runtime shares one pool between hashing
     /// inputs and storing outputs).
     pub fn with_pool(settings: KeyGenSettings, pool: Arc<rayon::ThreadPool>) -> Self {
-        KeyEngine { pool, settings, stat_caches: Mutex::default() }
+        let skip_dirs = SkipDirs::new(&settings.skip_dirs);
+        KeyEngine { pool, settings, skip_dirs, stat_caches: Mutex::default() }
     }
 
     /// Computes the key of `request`. Blocks the calling thread while the pool hashes; call it
@@ -250,7 +253,7 @@ impl KeyEngine {
         let walk = inputs::Walk {
             task,
             root: &request.project_root,
-            skip_dirs: &self.settings.skip_dirs,
+            skip_dirs: &self.skip_dirs,
             spec: &spec,
             stat_cache,
             racy_window: self.settings.racy_window,

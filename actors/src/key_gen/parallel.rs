@@ -76,7 +76,7 @@ fn dir<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, dir_path: String) {
                 if dir_path.is_empty() { name.to_owned() } else { format!("{dir_path}/{name}") };
             match file_type {
                 Ok(kind) if kind.is_dir() => {
-                    if walk.enters(name, &entry.path()) {
+                    if walk.enters(name, &entry) {
                         dir(scope, shared, path);
                     }
                 }

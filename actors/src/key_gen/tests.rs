@@ -515,3 +515,26 @@ fn inputs_changed_names_edits_additions_and_removals_but_not_outputs() {
     let after = key(&engine, &request).manifest;
     assert_eq!(inputs_changed(&before, &after), ["pkg/src/a.rs", "pkg/src/b.rs", "pkg/src/c.rs"]);
 }
+
+#[test]
+fn a_skipped_directory_is_known_however_either_side_spells_it() {
+    // The project reached through a symlink, the cache directory through `..`: the walk still
+    // knows the cache directory when it meets it (a library caller's root need not be canonical).
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("project");
+    write(&root, "a.txt", "a");
+    write(&root, ".cache/v1/blob", "cached");
+    fs::create_dir_all(root.join("sub")).unwrap();
+    symlink(&root, dir.path().join("link")).unwrap();
+    let settings = KeyGenSettings {
+        threads: 2,
+        skip_dirs: vec![root.join("sub/../.cache")],
+        ..KeyGenSettings::default()
+    };
+    let engine = KeyEngine::new(settings).unwrap();
+    let mut request = KeyRequest::new(&dir.path().join("link"), "t", "true");
+    request.inputs = vec!["**".into()];
+    let paths: Vec<String> =
+        key(&engine, &request).manifest.input_files().iter().map(|f| f.path.clone()).collect();
+    assert_eq!(paths, ["a.txt"]);
+}
