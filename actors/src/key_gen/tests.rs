@@ -532,7 +532,7 @@ fn a_skipped_directory_is_known_however_either_side_spells_it() {
         ..KeyGenSettings::default()
     };
     let engine = KeyEngine::new(settings).unwrap();
-    let mut request = KeyRequest::new(&dir.path().join("link"), "t", "true");
+    let mut request = KeyRequest::new(dir.path().join("link"), "t", "true");
     request.inputs = vec!["**".into()];
     let paths: Vec<String> =
         key(&engine, &request).manifest.input_files().iter().map(|f| f.path.clone()).collect();
