@@ -30,13 +30,11 @@ pub struct TaskInvocation<'a> {
 /// ones; `extraInputs` add to `inputs`; `ignoreInputs` filter them.
 pub fn key_request(config: &GlobalCacheConfig, invocation: &TaskInvocation<'_>) -> KeyRequest {
     let task = invocation.task;
-    let include = task.cache_config.env_include.as_ref().unwrap_or(&config.env_include);
-    let exclude = task.cache_config.env_exclude.as_ref().unwrap_or(&config.env_exclude);
     let mut request =
         KeyRequest::new(invocation.project_root, invocation.task_name, task.shell_text());
     request.args = invocation.args.to_vec();
     request.working_dir = task.working_dir.clone().unwrap_or_default();
-    request.env_filter = EnvFilter::new(include, exclude);
+    request.env_filter = env_filter(config, task);
     // Only what passes the filter can reach the key: the rest of the environment is not
     // copied into every task's request.
     request.env = request.env_filter.filter(invocation.env);
@@ -61,10 +59,15 @@ pub fn env_left_out_of_a_key<'a>(
         return None;
     }
     tasks.into_iter().find_map(|(name, task)| {
-        let include = task.cache_config.env_include.as_ref().unwrap_or(&config.env_include);
-        let exclude = task.cache_config.env_exclude.as_ref().unwrap_or(&config.env_exclude);
-        let filter = EnvFilter::new(include, exclude);
+        let filter = env_filter(config, task);
         let variable = unspellable.iter().find(|variable| filter.keeps(variable))?;
         Some((variable.clone(), name.clone()))
     })
+}
+
+/// The env filter of `task`: its own lists where it has them, else the global ones.
+fn env_filter(config: &GlobalCacheConfig, task: &TaskConfig) -> EnvFilter {
+    let include = task.cache_config.env_include.as_ref().unwrap_or(&config.env_include);
+    let exclude = task.cache_config.env_exclude.as_ref().unwrap_or(&config.env_exclude);
+    EnvFilter::new(include, exclude)
 }

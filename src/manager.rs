@@ -149,10 +149,7 @@ impl EnhancedCacheManager {
         // A run that caches nothing (`--no-cache`, mode `off`, caching disabled) never touches
         // the cache directory: it may be unusable (read-only, full), and turning the cache
         // off is how one gets past that.
-        let caching_off = !flags.enhanced_cache_enabled
-            || !config.enabled
-            || config.default_mode == CacheMode::Off;
-        let private_dir = if flags.persistent_storage_enabled && !caching_off {
+        let private_dir = if flags.persistent_storage_enabled && caches_anything(&config, &flags) {
             None
         } else {
             Some(
@@ -192,10 +189,7 @@ impl EnhancedCacheManager {
     /// Whether `task` is cached at all: the enhanced cache is on, the config enables caching,
     /// its mode is not `off`, and the task does not say `cache = false`.
     pub fn is_caching_enabled(&self, task: &TaskConfig) -> bool {
-        self.inner.flags.enhanced_cache_enabled
-            && self.inner.config.enabled
-            && self.inner.config.default_mode != CacheMode::Off
-            && task.cache
+        caches_anything(&self.inner.config, &self.inner.flags) && task.cache
     }
 
     /// The mode `task` runs in: `off` when caching is disabled for it, else the configured mode.
@@ -484,10 +478,7 @@ impl EnhancedCacheManager {
     /// stops the actors, flushing statistics, stat caches and the index journal.
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.inner.gate.drained().await;
-        let mut leaders = std::mem::take(
-            &mut *self.inner.leaders.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        while leaders.join_next().await.is_some() {}
+        self.settle().await;
         let uploads = self.inner.runtime.shutdown().await?;
         if uploads.finished + uploads.dropped > 0 {
             tracing::info!(
@@ -500,7 +491,6 @@ impl EnhancedCacheManager {
     }
 }
 
-/// What a leader needs to execute and store.
 /// A result found in a tier, before its outputs are restored.
 struct Found {
     entry: Arc<MemoryEntry>,
@@ -508,6 +498,7 @@ struct Found {
     tier: Tier,
 }
 
+/// What a leader needs to execute and store.
 struct Job {
     task: String,
     digest: Digest,
@@ -817,6 +808,11 @@ pub fn disk_settings(config: &GlobalCacheConfig, cache_dir: PathBuf) -> DiskSett
         fsync: config.storage.fsync,
         inline_threshold: config.storage.inline_threshold,
     }
+}
+
+/// Whether a manager with `config` and `flags` may cache any task at all.
+fn caches_anything(config: &GlobalCacheConfig, flags: &CacheFeatureFlags) -> bool {
+    flags.enhanced_cache_enabled && config.enabled && config.default_mode != CacheMode::Off
 }
 
 fn runtime_settings(

@@ -22,6 +22,13 @@ pub fn temp_path(dir: &Path, hint: &str) -> PathBuf {
     dir.join(format!(".{hint}.{}.{count}.{nanos}{TEMP_SUFFIX}", std::process::id()))
 }
 
+/// Opens `path` for reading without waiting: a named pipe (swapped in after a stat said it was
+/// a file) opens at once instead of waiting for a writer; a regular file ignores the flag.
+pub fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
 /// Creates a new temp file in `dir` (which must be on the same filesystem as the final name).
 pub fn create_temp(dir: &Path, hint: &str) -> io::Result<(File, PathBuf)> {
     let path = temp_path(dir, hint);

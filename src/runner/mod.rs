@@ -50,6 +50,21 @@ pub struct RunOptions {
     pub no_color: bool,
 }
 
+impl RunOptions {
+    /// Every task of the file, one at a time, nothing passed on: for a plan that is looked at,
+    /// not run.
+    pub fn every_task() -> Self {
+        RunOptions {
+            tasks: Vec::new(),
+            all: true,
+            jobs: NonZeroUsize::MIN,
+            keep_going: false,
+            args: Vec::new(),
+            no_color: true,
+        }
+    }
+}
+
 /// How one task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskStatus {
@@ -156,15 +171,7 @@ pub fn notes(file: &TaskFile) -> Vec<String> {
             ))
         })
         .collect();
-    let every_task = RunOptions {
-        tasks: Vec::new(),
-        all: true,
-        jobs: NonZeroUsize::MIN,
-        keep_going: false,
-        args: Vec::new(),
-        no_color: true,
-    };
-    if let Ok(plan) = Plan::new(file, &every_task) {
+    if let Ok(plan) = Plan::new(file, &RunOptions::every_task()) {
         for stray in overlap::reads_outputs_of_unrelated_tasks(file, &plan) {
             let overlap::StrayRead { reader, input, writer, output, writer_after } = stray;
             notes.push(if writer_after {

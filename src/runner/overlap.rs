@@ -61,6 +61,19 @@ fn outputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
         .collect()
 }
 
+/// Every output of the plan's tasks, with the task's position, sorted by literal base: the index
+/// [`related`] searches.
+fn outputs_by_base(file: &TaskFile, plan: &Plan) -> Vec<(usize, Output)> {
+    let mut outputs: Vec<(usize, Output)> = plan
+        .order
+        .iter()
+        .enumerate()
+        .flat_map(|(task, name)| outputs_of(file, name).into_iter().map(move |out| (task, out)))
+        .collect();
+    outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
+    outputs
+}
+
 /// The files a task's key reads (`inputs` and `extraInputs`), joined like outputs; none when a
 /// `cacheKey` stands in for them. An input that cannot be joined (it leaves the project) is
 /// kept as the whole project, so it overlaps everything.
@@ -86,13 +99,7 @@ fn inputs_of(file: &TaskFile, task: &str) -> Vec<Output> {
 /// base is under its own or above it (near-linear for one directory per package), and only
 /// then is the owner checked against the task's ancestors.
 pub(crate) fn reads_upstream_outputs(file: &TaskFile, plan: &Plan) -> Vec<bool> {
-    let mut outputs: Vec<(usize, Output)> = plan
-        .order
-        .iter()
-        .enumerate()
-        .flat_map(|(task, name)| outputs_of(file, name).into_iter().map(move |out| (task, out)))
-        .collect();
-    outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
+    let outputs = outputs_by_base(file, plan);
     let ancestors = plan.ancestors();
     plan.order
         .iter()
@@ -208,13 +215,7 @@ pub(crate) struct StrayRead {
 /// working directories). The reader's key then depends on what the other task last wrote (so it
 /// changes, and the reader executes again, whenever that does).
 pub(crate) fn reads_outputs_of_unrelated_tasks(file: &TaskFile, plan: &Plan) -> Vec<StrayRead> {
-    let mut outputs: Vec<(usize, Output)> = plan
-        .order
-        .iter()
-        .enumerate()
-        .flat_map(|(task, name)| outputs_of(file, name).into_iter().map(move |out| (task, out)))
-        .collect();
-    outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
+    let outputs = outputs_by_base(file, plan);
     let ancestors = plan.ancestors();
     plan.order
         .iter()
@@ -248,15 +249,7 @@ pub(crate) fn reads_outputs_of_unrelated_tasks(file: &TaskFile, plan: &Plan) -> 
 /// (one under the other) are compared: near-linear for the usual one-directory-per-package
 /// layout, instead of comparing every pair of tasks.
 pub(crate) fn check(file: &TaskFile, plan: &Plan) -> Result<(), Error> {
-    let mut outputs: Vec<(usize, Output)> = plan
-        .order
-        .iter()
-        .enumerate()
-        .flat_map(|(task, name)| {
-            outputs_of(file, name).into_iter().map(move |output| (task, output))
-        })
-        .collect();
-    outputs.sort_by(|a, b| a.1.base.cmp(&b.1.base));
+    let outputs = outputs_by_base(file, plan);
     let ancestors = plan.ancestors();
     let mut reported = BTreeSet::new();
     let mut problems = Vec::new();
@@ -322,7 +315,6 @@ mod tests {
 #[cfg(test)]
 mod plan_tests {
     use std::collections::BTreeMap;
-    use std::num::NonZeroUsize;
 
     use super::*;
     use crate::runner::RunOptions;
@@ -344,15 +336,7 @@ mod plan_tests {
             format: TaskFileFormat::Toml,
             tasks,
         };
-        let options = RunOptions {
-            tasks: Vec::new(),
-            all: true,
-            jobs: NonZeroUsize::MIN,
-            keep_going: false,
-            args: Vec::new(),
-            no_color: true,
-        };
-        let plan = Plan::new(&file, &options);
+        let plan = Plan::new(&file, &RunOptions::every_task());
         (file, plan)
     }
 

@@ -5,7 +5,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::panic::resume_unwind;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,8 +79,8 @@ impl DiskStore {
     /// hashed on the pool while the kernel copies them (`copy_file_range`, a reflink where the
     /// filesystem can).
     pub fn put_file(&self, path: &Path) -> io::Result<(Digest, u64)> {
-        // Non-blocking, and checked once open: a named pipe in its place must not hang a store.
-        let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+        // Checked once open: a named pipe in its place must not hang a store.
+        let file = fsio::open_nonblocking(path)?;
         let metadata = file.metadata()?;
         if !metadata.is_file() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -456,12 +456,7 @@ impl Walk<'_> {
             return Ok(Visited { file, fresh: None, source: Source::StatCache });
         }
         let absolute = self.root.join(&path);
-        // Non-blocking: should the file have been swapped for a named pipe since the stat, the
-        // open must not wait for a writer (a regular file ignores the flag).
-        let hash = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&absolute)
+        let hash = crate::fsio::open_nonblocking(&absolute)
             .and_then(|opened| hash_open_file_on(self.pool, &opened, metadata.len()))
             .map_err(|error| KeyError::io(self.task, &absolute, error))?;
         // Only settled files go into the stat cache; skip the copy of the path for the rest.

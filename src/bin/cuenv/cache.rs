@@ -293,7 +293,7 @@ struct Upstream {
 
 async fn explain_task(setup: &Setup, task: &str, json: bool) -> anyhow::Result<u8> {
     let file = setup.task_file()?;
-    crate::run::refuse_env_keys_cannot_spell(&setup.config, &file, &[task.to_owned()])?;
+    crate::run::refuse_env_keys_cannot_spell(&setup.config, &file, &[task.to_owned()], false)?;
     let options = RunOptions {
         tasks: vec![task.to_owned()],
         all: false,

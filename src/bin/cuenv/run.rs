@@ -31,9 +31,7 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
         args: args.args.clone(),
         no_color: setup.env.contains_key("NO_COLOR"),
     };
-    let requested: Vec<String> =
-        if args.all { file.tasks.keys().cloned().collect() } else { args.tasks.clone() };
-    refuse_env_keys_cannot_spell(&config, &file, &requested)?;
+    refuse_env_keys_cannot_spell(&config, &file, &args.tasks, args.all)?;
     let manager = EnhancedCacheManager::new_with_flags(config, setup.flags).await?;
     let env = Arc::new(setup.env.clone());
     if args.dry_run {
@@ -77,18 +75,22 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
 }
 
 /// An error when a variable whose name or value is not UTF-8 would be part of the key of a task
-/// of the closure of `requested`: left out of the key, it could change the task unseen.
+/// of the closure of `tasks` (of every task with `all`): left out of the key, it could change
+/// the task unseen.
 pub(crate) fn refuse_env_keys_cannot_spell(
     config: &GlobalCacheConfig,
     file: &TaskFile,
-    requested: &[String],
+    tasks: &[String],
+    all: bool,
 ) -> anyhow::Result<()> {
     let unspellable = cuenv::config::unspellable_env();
     if unspellable.is_empty() {
         return Ok(());
     }
+    let requested: Vec<String> =
+        if all { file.tasks.keys().cloned().collect() } else { tasks.to_vec() };
     // An unknown task name is the plan's to report.
-    let in_run = file.closure(requested).unwrap_or_default();
+    let in_run = file.closure(&requested).unwrap_or_default();
     let tasks = in_run.iter().filter_map(|name| Some((name, file.tasks.get(name)?)));
     if let Some((variable, task)) = cuenv::env_left_out_of_a_key(config, tasks, &unspellable) {
         anyhow::bail!(
