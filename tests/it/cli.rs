@@ -253,6 +253,37 @@ outputs = ["dist"]
     assert_eq!(read("dist/link"), big);
 }
 
+#[test]
+fn empty_directories_an_output_glob_matches_are_restored() {
+    let p = Project::new(&format!(
+        r#"[tasks.build]
+script = '''
+{}
+mkdir -p dist/logs dist/cache/v1 other/empty
+ln -s logs dist/current
+echo x > dist/app.txt
+'''
+inputs = ["src.txt"]
+outputs = ["dist/**"]
+"#,
+        mark("build")
+    ));
+    p.write("src.txt", "v1");
+    p.run(&["run", "build"]).ok();
+    for dir in ["dist", "other"] {
+        fs::remove_dir_all(p.path(dir)).expect("remove outputs");
+    }
+
+    let hit = p.run(&["run", "build"]).ok();
+    assert!(hit.hit("build"), "{}", hit.stderr);
+    assert_eq!(p.runs("build"), 1);
+    for dir in ["dist/logs", "dist/cache/v1", "dist/current"] {
+        assert!(p.path(dir).is_dir(), "{dir} is restored (a symlink to a directory resolves)");
+    }
+    assert_eq!(p.read("dist/app.txt"), "x\n");
+    assert!(!p.path("other").exists(), "a directory no output matches stays out");
+}
+
 // 3.
 #[test]
 fn stdout_and_stderr_are_replayed_on_a_hit() {

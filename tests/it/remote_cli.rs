@@ -17,7 +17,7 @@ inputs = ["src/**"]
 outputs = ["out/gen.txt", "out/tool.sh", "out/latest.txt"]
 
 [tasks.build]
-command = "echo build >> \"$RUNS_LOG\"; mkdir -p dist && cat out/gen.txt src/*.txt > dist/app.txt && echo 'build done' && echo 'a warning' >&2"
+command = "echo build >> \"$RUNS_LOG\"; mkdir -p dist/logs && cat out/gen.txt src/*.txt > dist/app.txt && echo 'build done' && echo 'a warning' >&2"
 inputs = ["src/**", "out/gen.txt"]
 outputs = ["dist/**"]
 dependencies = ["gen"]
@@ -166,6 +166,7 @@ async fn a_second_machine_replays_every_task_from_the_remote() {
     let mode = fs::metadata(b.project.join("out/tool.sh")).unwrap().permissions().mode();
     assert_eq!(mode & 0o111, 0o111, "executable bit restored");
     assert_eq!(fs::read_link(b.project.join("out/latest.txt")).unwrap(), Path::new("gen.txt"));
+    assert!(b.project.join("dist/logs").is_dir(), "an empty output directory is recreated");
 
     // B's local cache now has everything: a third run hits locally without the server.
     drop(server);

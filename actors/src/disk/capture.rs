@@ -1,9 +1,11 @@
 //! Collecting a task's outputs after it ran: the files, directories and symlinks its `outputs`
 //! globs match, relative to the project root.
 //!
-//! A literal output that is a directory stands for everything below it, and is recreated on
-//! restore even when empty. A literal output that does not exist is skipped (logged): a task may
-//! legitimately produce nothing.
+//! A literal output that is a directory stands for everything below it. A directory is
+//! recorded, and recreated on restore even when empty, when a literal output names it or lies
+//! above it, or when a glob matches its path (`dist/**` matches `dist/logs`), as turbo's
+//! archives keep directory entries. A literal output that does not exist is skipped (logged): a
+//! task may legitimately produce nothing.
 
 use std::fs;
 use std::io;
@@ -19,7 +21,7 @@ use crate::result::{OutputFile, OutputSymlink};
 pub struct CapturedOutputs {
     /// Files: (path relative to the root, absolute path, executable).
     pub files: Vec<(String, PathBuf, bool)>,
-    /// Directories, relative to the root.
+    /// Directories a literal output names or holds, or a glob matches, relative to the root.
     pub dirs: Vec<String>,
     /// Symlinks, relative to the root.
     pub symlinks: Vec<OutputSymlink>,
@@ -150,7 +152,7 @@ impl Walker<'_> {
     fn walk(&self, dir: &str, captured: &mut CapturedOutputs) -> Result<(), CaptureError> {
         let absolute = if dir.is_empty() { self.root.to_path_buf() } else { self.root.join(dir) };
         // The project root itself is never recorded: it always exists.
-        if !dir.is_empty() && in_literal_dir(self.literal_dirs, dir) {
+        if !dir.is_empty() && (in_literal_dir(self.literal_dirs, dir) || self.spec.includes(dir)) {
             captured.dirs.push(dir.to_owned());
         }
         let entries = match fs::read_dir(&absolute) {

@@ -699,3 +699,25 @@ fn a_named_pipe_among_the_outputs_is_left_out_not_waited_on() {
     let error = store.put_file(&root.join("out/pipe")).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn directories_an_output_glob_matches_are_captured_even_when_empty() {
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    for dir in ["dist/logs", "dist/cache/v1", "dist/js", "other/empty"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::write(root.join("dist/js/app.js"), "1").unwrap();
+    fs::write(root.join("dist/js/app.map"), "1").unwrap();
+    let capture = |patterns: &[&str]| {
+        let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
+        CapturedOutputs::collect(root, "build", "", &patterns, &[]).unwrap()
+    };
+    let everything = capture(&["dist/**"]);
+    assert_eq!(everything.dirs, ["dist/cache", "dist/cache/v1", "dist/js", "dist/logs"]);
+    // A glob that matches files only records no directory; one that matches a directory does.
+    let scripts = capture(&["dist/**/*.js"]);
+    assert!(scripts.dirs.is_empty(), "{:?}", scripts.dirs);
+    assert_eq!(scripts.files.len(), 1);
+    assert_eq!(capture(&["dist/*"]).dirs, ["dist/cache", "dist/js", "dist/logs"]);
+}
