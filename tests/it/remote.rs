@@ -6,6 +6,7 @@
 //! covers a whole scenario rather than one assertion.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -241,7 +242,56 @@ async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
     let mut files: Vec<(String, Vec<u8>, bool)> =
         (0..10).map(|i| (format!("out/part{i}"), vec![i as u8; 1500], false)).collect();
     files.push(("out/large".to_owned(), (0..100_000u32).map(|i| (i % 13) as u8).collect(), false));
+    // Streamed from and into the stores' files in 1 MiB chunks, the last one short.
+    files.push((
+        "out/larger".to_owned(),
+        (0..2_500_000u32).map(|i| (i % 251) as u8).collect(),
+        true,
+    ));
     round_trip(&client, &store_a, &store_b, "chunks", &files).await;
+}
+
+#[tokio::test]
+async fn a_streamed_blob_damaged_on_the_server_is_a_miss_that_leaves_nothing_behind() {
+    let grid = BuildGrid::start(BuildGridOptions::default()).await;
+    let mut settings = grid.settings();
+    settings.tuning.max_batch_bytes = Some(4096);
+    let client = RemoteClient::connect(settings).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
+    let large: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    let (digest, result) = put_result(&store_a, "damaged", &[("out/large", large.clone(), false)]);
+    assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
+    let stored = grid.stored_blobs_of_size(large.len() as u64);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let mut damaged = fs::read(&stored[0]).unwrap();
+    damaged[2_000_000] ^= 1;
+    fs::write(&stored[0], damaged).unwrap();
+
+    let corrupt = client.counters().corrupt;
+    assert_eq!(client.download(&digest, &result.manifest, &store_b).await.unwrap(), None);
+    assert_eq!(client.counters().corrupt, corrupt + 1);
+    assert!(matches!(store_b.get_record(&digest), RecordLookup::Miss));
+    assert!(!store_b.has_blob(&result.output_files[0].digest));
+    let left: Vec<_> =
+        walk_files(dir_b.path()).into_iter().filter(|path| path.contains("tmp")).collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
+}
+
+/// Every file below `dir`, as paths relative to it.
+fn walk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in fs::read_dir(&next).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.push(entry.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    files
 }
 
 #[tokio::test]

@@ -4,9 +4,10 @@
 //! period covers it while the record that names it is being written.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::panic::resume_unwind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
@@ -259,6 +260,122 @@ impl DiskStore {
                 BlobRead::Missing | BlobRead::Corrupt => None,
             },
         }
+    }
+}
+
+/// Bytes a streamed blob is read in (see [`DiskStore::scan_blob`]).
+pub const SCAN_CHUNK: usize = 1024 * 1024;
+
+/// A blob written piece by piece, for content too large to hold in memory (a big download):
+/// hashed as it is written, published under its digest by [`BlobWriter::finish`] (fsynced
+/// first, as every blob). Dropped unfinished, its temp file is removed.
+#[derive(Debug)]
+pub struct BlobWriter<'a> {
+    store: &'a DiskStore,
+    file: File,
+    temp: PathBuf,
+    hasher: blake3::Hasher,
+    len: u64,
+    published: bool,
+}
+
+impl BlobWriter<'_> {
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publishes what was written; returns its digest.
+    pub fn finish(mut self) -> io::Result<Digest> {
+        let digest = Digest::from(self.hasher.finalize());
+        self.store.publish_temp(&self.temp, &digest, self.len)?;
+        self.published = true;
+        Ok(digest)
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+impl DiskStore {
+    /// A writer for a new blob (see [`BlobWriter`]).
+    pub fn blob_writer(&self) -> io::Result<BlobWriter<'_>> {
+        let (file, temp) = fsio::create_temp(&self.layout.tmp(), "blob")?;
+        Ok(BlobWriter {
+            store: self,
+            file,
+            temp,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            published: false,
+        })
+    }
+
+    /// The size of a stored blob, if there is one.
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        fs::metadata(self.layout.blob(digest)).ok().map(|metadata| metadata.len())
+    }
+
+    /// Opens a stored blob (unverified: see [`DiskStore::scan_blob`]).
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<File> {
+        File::open(self.layout.blob(digest))
+    }
+
+    /// Passes a stored blob to `each`, [`SCAN_CHUNK`] bytes at a time, verifying it on the
+    /// way, so a blob of any size is read without being held: `Found` (with no bytes) when it
+    /// matched its digest, `Corrupt` (the blob removed) when it did not. `each` has seen the
+    /// bytes either way.
+    pub fn scan_blob(&self, digest: &Digest, mut each: impl FnMut(&[u8])) -> BlobRead {
+        let path = self.layout.blob(digest);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return BlobRead::Missing,
+            Err(error) => {
+                self.remove_damaged(&path, &format!("unreadable blob: {error}"));
+                return BlobRead::Corrupt;
+            }
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0; SCAN_CHUNK];
+        let mut offset = 0;
+        loop {
+            match file.read_at(&mut buffer, offset) {
+                Ok(0) => break,
+                Ok(read) => {
+                    hasher.update(&buffer[..read]);
+                    each(&buffer[..read]);
+                    offset += read as u64;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.remove_damaged(&path, &format!("unreadable blob: {error}"));
+                    return BlobRead::Corrupt;
+                }
+            }
+        }
+        if Digest::from(hasher.finalize()) != *digest {
+            self.remove_damaged(&path, "blob content does not match its digest");
+            return BlobRead::Corrupt;
+        }
+        BlobRead::Found(Vec::new())
     }
 }
 

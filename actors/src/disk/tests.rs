@@ -721,3 +721,42 @@ fn directories_an_output_glob_matches_are_captured_even_when_empty() {
     assert_eq!(scripts.files.len(), 1);
     assert_eq!(capture(&["dist/*"]).dirs, ["dist/cache", "dist/js", "dist/logs"]);
 }
+
+#[test]
+fn a_blob_written_in_pieces_is_published_whole_and_scanned_back_verified() {
+    let cache = tempfile::tempdir().unwrap();
+    let store = store(cache.path());
+    let content: Vec<u8> = (0..(2 * SCAN_CHUNK + 77)).map(|i| (i % 253) as u8).collect();
+    let mut writer = store.blob_writer().unwrap();
+    for piece in content.chunks(100_000) {
+        writer.write(piece).unwrap();
+    }
+    assert_eq!(writer.len(), content.len() as u64);
+    let digest = writer.finish().unwrap();
+    assert_eq!(digest, Digest::of(&content));
+    assert_eq!(store.blob_size(&digest), Some(content.len() as u64));
+    let mut scanned = Vec::new();
+    assert_eq!(
+        store.scan_blob(&digest, |chunk| scanned.extend_from_slice(chunk)),
+        BlobRead::Found(Vec::new())
+    );
+    assert_eq!(scanned, content);
+
+    // Dropped unfinished, a writer leaves nothing behind.
+    let temps = || fs::read_dir(store.layout.tmp()).unwrap().count();
+    let before = temps();
+    let mut abandoned = store.blob_writer().unwrap();
+    abandoned.write(b"half").unwrap();
+    assert_eq!(temps(), before + 1);
+    drop(abandoned);
+    assert_eq!(temps(), before);
+
+    // A damaged blob scans as corrupt and is removed.
+    let path = store.layout.blob(&digest);
+    let mut damaged = fs::read(&path).unwrap();
+    damaged[SCAN_CHUNK + 1] ^= 1;
+    fs::write(&path, damaged).unwrap();
+    assert_eq!(store.scan_blob(&digest, |_| {}), BlobRead::Corrupt);
+    assert!(!store.has_blob(&digest));
+    assert_eq!(store.scan_blob(&digest, |_| {}), BlobRead::Missing);
+}

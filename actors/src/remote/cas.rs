@@ -2,20 +2,25 @@
 //!
 //! Blobs whose data (plus an entry's overhead) fits the negotiated batch size travel in
 //! `BatchUpdateBlobs`/`BatchReadBlobs` calls packed up to that size; larger ones are streamed
-//! in 1 MiB chunks. Empty blobs never travel: REAPI servers hold them implicitly. Every blob
+//! in 1 MiB chunks, from and into the local store's files, so a blob of any size is never held
+//! in memory whole. Empty blobs never travel: REAPI servers hold them implicitly. Every blob
 //! read is checked against its remote digest before anyone sees it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use bazel_remote_apis::google::bytestream::{ReadRequest, WriteRequest};
 use bazel_remote_apis::google::rpc;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
-use super::negotiate::{BATCH_ENTRY_OVERHEAD, Capabilities};
-use super::{RemoteClient, RemoteError, counters};
-use crate::disk::{BlobRead, DiskStore};
+use super::negotiate::{BATCH_ENTRY_OVERHEAD, Capabilities, StreamHasher};
+use super::{RemoteClient, RemoteError, blocking, counters};
+use crate::disk::{BlobRead, BlobWriter, DiskStore};
 
 /// ByteStream chunks stay well under gRPC's 4 MiB message cap.
 const CHUNK: usize = 1024 * 1024;
@@ -35,9 +40,33 @@ pub(crate) struct Outgoing {
 pub(crate) enum Body {
     /// In memory (small blobs, logs, protos).
     Bytes(Vec<u8>),
-    /// In the local store under this blake3 digest; read again when its turn comes, so a big
-    /// upload holds one big blob in memory at a time.
+    /// In the local store under this blake3 digest: read when its turn comes, a batch's worth
+    /// at a time, or chunk by chunk from the file when it is streamed.
     Stored(crate::Digest),
+}
+
+/// A fetched and verified blob as it reaches a sink.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// Its bytes.
+    Bytes(Vec<u8>),
+    /// Too big for a batch: streamed into the local store, under this blake3 digest.
+    Stored(crate::Digest),
+}
+
+/// How one streamed download ended.
+enum Streamed {
+    Stored(crate::Digest),
+    Missing,
+    Corrupt,
+}
+
+/// The bytes of one `ByteStream.Write`.
+#[derive(Clone)]
+enum Source {
+    Bytes(Arc<Vec<u8>>),
+    /// A blob of the local store, read chunk by chunk as the stream is sent.
+    File(Arc<File>),
 }
 
 /// How a set of blob reads ended.
@@ -147,8 +176,13 @@ impl RemoteClient {
             self.batch_update(caps, requests).await?;
         }
         for digest in large {
-            let bytes = bytes_of(&digest)?;
-            self.write_stream(caps, digest, bytes).await?;
+            let source = match bodies.remove(&digest.hash) {
+                Some(Body::Bytes(bytes)) => Source::Bytes(Arc::new(bytes)),
+                Some(Body::Stored(local)) => Source::File(Arc::new(store.open_blob(&local)?)),
+                None => continue,
+            };
+            sent += size_of(&digest);
+            self.write_stream(caps, digest, source).await?;
         }
         counters::add(&self.inner.counters.bytes_up, sent);
         Ok(sent)
@@ -211,7 +245,7 @@ impl RemoteClient {
         &self,
         caps: &Capabilities,
         digest: reapi::Digest,
-        bytes: Vec<u8>,
+        source: Source,
     ) -> Result<(), RemoteError> {
         const RPC: &str = "ByteStream.Write";
         let name = format!(
@@ -222,16 +256,21 @@ impl RemoteClient {
             digest.hash,
             digest.size_bytes
         );
-        let data = Arc::new(bytes);
+        let len = size_of(&digest);
+        // A local read that fails ends the stream early (the server then refuses the write);
+        // the failure itself is what this call reports.
+        let failed = Arc::new(Mutex::new(None));
         // google/bytestream/bytestream.proto: rpc Write(stream WriteRequest).
         let answer = self
             .call(RPC, |mut rpc| {
-                let requests = write_requests(name.clone(), Arc::clone(&data));
-                async move {
-                    Ok(rpc.byte_stream.write(tokio_stream::iter(requests)).await?.into_inner())
-                }
+                let requests = write_requests(name.clone(), &source, len, Arc::clone(&failed));
+                async move { Ok(rpc.byte_stream.write(requests).await?.into_inner()) }
             })
-            .await?;
+            .await;
+        if let Some(error) = failed.lock().unwrap_or_else(|poison| poison.into_inner()).take() {
+            return Err(RemoteError::LocalStore(error));
+        }
+        let answer = answer?;
         if answer.committed_size != digest.size_bytes {
             return Err(RemoteError::Protocol {
                 rpc: RPC,
@@ -244,19 +283,21 @@ impl RemoteClient {
         Ok(())
     }
 
-    /// Fetches `digests`, verifies each, and hands it to `sink` (remote digest, bytes).
+    /// Fetches `digests`, verifies each, and hands it to `sink` (remote digest, blob). Blobs
+    /// too big for a batch are streamed into `store` when there is one, else read into memory.
     /// Empty blobs are handed over without a call.
     pub(crate) async fn get_blobs(
         &self,
         caps: &Capabilities,
         digests: Vec<reapi::Digest>,
-        sink: &mut impl FnMut(&reapi::Digest, Vec<u8>) -> std::io::Result<()>,
+        store: Option<&DiskStore>,
+        sink: &mut impl FnMut(&reapi::Digest, Incoming) -> io::Result<()>,
     ) -> Result<Fetched, RemoteError> {
         let mut seen = HashSet::new();
         let mut wanted = Vec::new();
         for digest in digests.into_iter().filter(|digest| seen.insert(digest.hash.clone())) {
             if digest.size_bytes == 0 {
-                sink(&digest, Vec::new())?;
+                sink(&digest, Incoming::Bytes(Vec::new()))?;
             } else {
                 wanted.push(digest);
             }
@@ -269,11 +310,19 @@ impl RemoteClient {
             }
         }
         for digest in large {
-            let Some(bytes) = self.read_stream(caps, &digest).await? else {
-                return Ok(Fetched::Missing);
+            let Some(store) = store else {
+                let Some(bytes) = self.read_stream(caps, &digest).await? else {
+                    return Ok(Fetched::Missing);
+                };
+                if !self.accept(caps, &digest, bytes, sink)? {
+                    return Ok(Fetched::Corrupt);
+                }
+                continue;
             };
-            if !self.accept(caps, &digest, bytes, sink)? {
-                return Ok(Fetched::Corrupt);
+            match self.read_stream_into(caps, &digest, store).await? {
+                Streamed::Stored(local) => sink(&digest, Incoming::Stored(local))?,
+                Streamed::Missing => return Ok(Fetched::Missing),
+                Streamed::Corrupt => return Ok(Fetched::Corrupt),
             }
         }
         Ok(Fetched::All)
@@ -285,16 +334,16 @@ impl RemoteClient {
         caps: &Capabilities,
         digest: &reapi::Digest,
         bytes: Vec<u8>,
-        sink: &mut impl FnMut(&reapi::Digest, Vec<u8>) -> std::io::Result<()>,
+        sink: &mut impl FnMut(&reapi::Digest, Incoming) -> io::Result<()>,
     ) -> Result<bool, RemoteError> {
         counters::add(&self.inner.counters.bytes_down, bytes.len() as u64);
         if bytes.len() as i64 != digest.size_bytes
             || caps.digest_function.hash(&bytes) != digest.hash
         {
-            tracing::warn!(blob = %digest.hash, "remote blob does not match its digest; treating the result as a miss");
+            warn_mismatch(digest);
             return Ok(false);
         }
-        sink(digest, bytes)?;
+        sink(digest, Incoming::Bytes(bytes))?;
         Ok(true)
     }
 
@@ -302,7 +351,7 @@ impl RemoteClient {
         &self,
         caps: &Capabilities,
         digests: Vec<reapi::Digest>,
-        sink: &mut impl FnMut(&reapi::Digest, Vec<u8>) -> std::io::Result<()>,
+        sink: &mut impl FnMut(&reapi::Digest, Incoming) -> io::Result<()>,
     ) -> Result<Fetched, RemoteError> {
         const RPC: &str = "ContentAddressableStorage.BatchReadBlobs";
         let request = reapi::BatchReadBlobsRequest {
@@ -340,19 +389,62 @@ impl RemoteClient {
         Ok(if complete { Fetched::All } else { Fetched::Missing })
     }
 
-    /// Streams one blob down with `ByteStream.Read`; `None` when the remote lacks it.
-    async fn read_stream(
-        &self,
-        caps: &Capabilities,
-        digest: &reapi::Digest,
-    ) -> Result<Option<Vec<u8>>, RemoteError> {
-        let name = format!(
+    /// The `ByteStream.Read` resource name of `digest`.
+    fn read_resource(&self, caps: &Capabilities, digest: &reapi::Digest) -> String {
+        format!(
             "{}blobs/{}{}/{}",
             self.instance_prefix(),
             caps.digest_function.resource_segment(),
             digest.hash,
             digest.size_bytes
-        );
+        )
+    }
+
+    /// Streams one blob down with `ByteStream.Read` into `store`, hashed and written chunk by
+    /// chunk as it arrives, and published only if it matches `digest`.
+    async fn read_stream_into(
+        &self,
+        caps: &Capabilities,
+        digest: &reapi::Digest,
+        store: &DiskStore,
+    ) -> Result<Streamed, RemoteError> {
+        let name = self.read_resource(caps, digest);
+        let expected = size_of(digest);
+        // google/bytestream/bytestream.proto: rpc Read(ReadRequest) returns (stream ReadResponse).
+        let read = self
+            .call("ByteStream.Read", |mut rpc| {
+                let request =
+                    ReadRequest { resource_name: name.clone(), read_offset: 0, read_limit: 0 };
+                async move {
+                    let mut stream = rpc.byte_stream.read(request).await?.into_inner();
+                    let mut into = StreamInto::new(store, caps.digest_function.hasher());
+                    // Stop one byte past the expected size: verification then fails cheaply.
+                    while let Some(message) = stream.message().await? {
+                        if !into.take(&message.data) || into.len > expected {
+                            break;
+                        }
+                    }
+                    Ok(into)
+                }
+            })
+            .await;
+        let into = match read {
+            Ok(into) => into,
+            Err(error) if error.is_miss() => return Ok(Streamed::Missing),
+            Err(error) => return Err(error),
+        };
+        counters::add(&self.inner.counters.bytes_down, into.len);
+        into.finish(digest)
+    }
+
+    /// Streams one blob down with `ByteStream.Read` into memory; `None` when the remote lacks
+    /// it. Only for callers without a store (the remote check's probe).
+    async fn read_stream(
+        &self,
+        caps: &Capabilities,
+        digest: &reapi::Digest,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        let name = self.read_resource(caps, digest);
         let expected = size_of(digest);
         // google/bytestream/bytestream.proto: rpc Read(ReadRequest) returns (stream ReadResponse).
         let read = self
@@ -382,22 +474,86 @@ impl RemoteClient {
     }
 }
 
-/// The requests of one `ByteStream.Write`, chunked lazily from the shared bytes.
+/// The requests of one `ByteStream.Write` of `len` bytes, chunked lazily: from the shared
+/// bytes, or read from the file as the stream is sent. A failed read ends the stream and is left
+/// in `failed`.
 fn write_requests(
     name: String,
-    data: Arc<Vec<u8>>,
-) -> impl Iterator<Item = WriteRequest> + Send + 'static {
-    let count = data.len().div_ceil(CHUNK).max(1);
-    (0..count).map(move |index| {
-        let start = index * CHUNK;
-        let end = (start + CHUNK).min(data.len());
-        WriteRequest {
-            resource_name: if index == 0 { name.clone() } else { String::new() },
-            write_offset: start as i64,
-            finish_write: index + 1 == count,
-            data: data[start..end].to_vec(),
+    source: &Source,
+    len: u64,
+    failed: Arc<Mutex<Option<io::Error>>>,
+) -> impl Stream<Item = WriteRequest> + Send + 'static {
+    let count = len.div_ceil(CHUNK as u64).max(1);
+    let source = source.clone();
+    let chunk = move |index: u64| -> io::Result<Vec<u8>> {
+        let start = index * CHUNK as u64;
+        let end = (start + CHUNK as u64).min(len);
+        match &source {
+            Source::Bytes(bytes) => Ok(bytes[start as usize..end as usize].to_vec()),
+            Source::File(file) => {
+                let mut data = vec![0; (end - start) as usize];
+                blocking(|| file.read_exact_at(&mut data, start)).map(|()| data)
+            }
         }
-    })
+    };
+    let requests = tokio_stream::iter(0..count).map(move |index| match chunk(index) {
+        Ok(data) => Some(WriteRequest {
+            resource_name: if index == 0 { name.clone() } else { String::new() },
+            write_offset: (index * CHUNK as u64) as i64,
+            finish_write: index + 1 == count,
+            data,
+        }),
+        Err(error) => {
+            *failed.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(error);
+            None
+        }
+    });
+    requests.map_while(|request| request)
+}
+
+/// A blob being streamed into the store: written and hashed (for the remote digest) as its
+/// chunks arrive. A local write failure is kept and ends the stream.
+struct StreamInto<'a> {
+    writer: io::Result<BlobWriter<'a>>,
+    hasher: StreamHasher,
+    len: u64,
+}
+
+impl<'a> StreamInto<'a> {
+    fn new(store: &'a DiskStore, hasher: StreamHasher) -> Self {
+        StreamInto { writer: blocking(|| store.blob_writer()), hasher, len: 0 }
+    }
+
+    /// Takes one chunk; `false` once the local store has failed.
+    fn take(&mut self, chunk: &[u8]) -> bool {
+        self.len += chunk.len() as u64;
+        let Ok(writer) = &mut self.writer else { return false };
+        let hasher = &mut self.hasher;
+        let written = blocking(|| {
+            hasher.update(chunk);
+            writer.write(chunk)
+        });
+        if let Err(error) = written {
+            self.writer = Err(error);
+            return false;
+        }
+        true
+    }
+
+    /// Publishes the blob if it is what `digest` names; a blob that is not is dropped, its
+    /// temp file with it.
+    fn finish(self, digest: &reapi::Digest) -> Result<Streamed, RemoteError> {
+        let writer = self.writer?;
+        if self.len != size_of(digest) || self.hasher.finish() != digest.hash {
+            warn_mismatch(digest);
+            return Ok(Streamed::Corrupt);
+        }
+        Ok(Streamed::Stored(blocking(|| writer.finish())?))
+    }
+}
+
+fn warn_mismatch(digest: &reapi::Digest) {
+    tracing::warn!(blob = %digest.hash, "remote blob does not match its digest; treating the result as a miss");
 }
 
 /// A blob from the local store, verified.
@@ -407,9 +563,14 @@ pub(crate) fn read_local(
 ) -> Result<Vec<u8>, RemoteError> {
     match store.read_blob(digest) {
         BlobRead::Found(bytes) => Ok(bytes),
-        BlobRead::Missing | BlobRead::Corrupt => Err(RemoteError::LocalStore(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("blob {digest} is missing or damaged in the local store"),
-        ))),
+        BlobRead::Missing | BlobRead::Corrupt => Err(local_blob_missing(digest)),
     }
+}
+
+/// The error for a blob a result names that the local store no longer has intact.
+pub(crate) fn local_blob_missing(digest: &crate::Digest) -> RemoteError {
+    RemoteError::LocalStore(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("blob {digest} is missing or damaged in the local store"),
+    ))
 }

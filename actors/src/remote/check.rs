@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 
-use super::cas::Fetched;
+use super::cas::{Fetched, Incoming};
 use super::negotiate::Capabilities;
 use super::{RemoteClient, RemoteError, counters};
 use crate::disk::now_ms;
@@ -55,8 +55,10 @@ impl RemoteClient {
         self.batch_update(caps, vec![entry]).await?;
         let mut read_back = None;
         let fetched = self
-            .get_blobs(caps, vec![digest], &mut |_, bytes| {
-                read_back = Some(bytes);
+            .get_blobs(caps, vec![digest], None, &mut |_, blob| {
+                if let Incoming::Bytes(bytes) = blob {
+                    read_back = Some(bytes);
+                }
                 Ok(())
             })
             .await?;

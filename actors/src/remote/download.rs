@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 
 use super::action::remote_action;
-use super::cas::Fetched;
+use super::cas::{Fetched, Incoming};
 use super::negotiate::{Capabilities, check_digest};
 use super::upload::{METADATA_TYPE, timestamp_ms};
-use super::{RemoteClient, RemoteError, check_key, counters};
+use super::{RemoteClient, RemoteError, blocking, check_key, counters};
 use crate::Digest;
 use crate::disk::{DiskStore, now_ms, undeclared_output};
 use crate::key_gen::KeyManifest;
@@ -52,8 +52,15 @@ impl<'a> Intake<'a> {
         Intake { store, received: Received::default(), pending: Vec::new(), pending_bytes: 0 }
     }
 
-    fn take(&mut self, digest: &reapi::Digest, bytes: Vec<u8>) -> std::io::Result<()> {
+    fn take(&mut self, digest: &reapi::Digest, blob: Incoming) -> std::io::Result<()> {
         let hash = digest.hash.clone();
+        let bytes = match blob {
+            Incoming::Bytes(bytes) => bytes,
+            Incoming::Stored(local) => {
+                self.received.stored.insert(hash, local);
+                return Ok(());
+            }
+        };
         if (bytes.len() as u64) < self.store.settings().inline_threshold {
             self.received.small.insert(hash, bytes);
         } else {
@@ -181,8 +188,8 @@ impl RemoteClient {
         store: &DiskStore,
     ) -> Result<Result<Received, Downloaded>, RemoteError> {
         let mut intake = Intake::new(store);
-        let mut sink = |digest: &reapi::Digest, bytes: Vec<u8>| intake.take(digest, bytes);
-        match self.get_blobs(caps, wanted, &mut sink).await? {
+        let mut sink = |digest: &reapi::Digest, blob: Incoming| intake.take(digest, blob);
+        match self.get_blobs(caps, wanted, Some(store), &mut sink).await? {
             Fetched::All => Ok(Ok(intake.finish()?)),
             Fetched::Missing => Ok(Err(Downloaded::Miss)),
             Fetched::Corrupt => Ok(Err(Downloaded::Corrupt)),
@@ -215,18 +222,6 @@ impl RemoteClient {
             Err(error) if error.is_miss() => Ok(None),
             Err(error) => Err(error),
         }
-    }
-}
-
-/// Runs blocking store I/O (writes and their fsyncs) from async code. On a multi-thread
-/// runtime the worker first hands its other tasks to another thread (`block_in_place`), so a
-/// slow disk never stalls the runtime's other tasks; on a current-thread runtime, the caller's
-/// choice, it simply runs.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
     }
 }
 

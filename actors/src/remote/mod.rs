@@ -263,3 +263,15 @@ fn check_key(local_digest: &Digest, manifest: &KeyManifest) -> Result<(), Remote
     }
     Err(RemoteError::KeyMismatch { given: local_digest.to_hex(), computed: computed.to_hex() })
 }
+
+/// Runs blocking store I/O (reads, writes and their fsyncs) from async code. On a multi-thread
+/// runtime the worker first hands its other tasks to another thread (`block_in_place`), so a
+/// slow disk never stalls the runtime's other tasks; on a current-thread runtime, the caller's
+/// choice, it simply runs.
+pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}

@@ -56,6 +56,14 @@ impl DigestFunction {
         }
     }
 
+    /// A hasher for content that arrives in pieces.
+    pub(crate) fn hasher(self) -> StreamHasher {
+        match self {
+            DigestFunction::Sha256 => StreamHasher::Sha256(Sha256::new()),
+            DigestFunction::Blake3 => StreamHasher::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
     /// The REAPI digest of `bytes`.
     pub(crate) fn digest(self, bytes: &[u8]) -> reapi::Digest {
         reapi::Digest { hash: self.hash(bytes), size_bytes: bytes.len() as i64 }
@@ -67,6 +75,31 @@ impl DigestFunction {
         match self {
             DigestFunction::Sha256 => "",
             DigestFunction::Blake3 => "blake3/",
+        }
+    }
+}
+
+/// [`DigestFunction::hash`] over content fed piece by piece.
+pub(crate) enum StreamHasher {
+    Sha256(Sha256),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl StreamHasher {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            StreamHasher::Sha256(hasher) => hasher.update(bytes),
+            StreamHasher::Blake3(hasher) => {
+                hasher.update(bytes);
+            }
+        }
+    }
+
+    /// The lowercase hex hash of everything fed.
+    pub(crate) fn finish(self) -> String {
+        match self {
+            StreamHasher::Sha256(hasher) => Digest(hasher.finalize().into()).to_hex(),
+            StreamHasher::Blake3(hasher) => Digest::from(hasher.finalize()).to_hex(),
         }
     }
 }

@@ -14,11 +14,11 @@ use bazel_remote_apis::google::protobuf::{Any, Timestamp};
 use prost::Message;
 
 use super::action::remote_action;
-use super::cas::{Body, Outgoing, read_local};
+use super::cas::{Body, Outgoing, local_blob_missing, read_local};
 use super::negotiate::Capabilities;
-use super::{RemoteClient, RemoteError, check_key, counters};
+use super::{RemoteClient, RemoteError, blocking, check_key, counters};
 use crate::Digest;
-use crate::disk::DiskStore;
+use crate::disk::{BlobRead, DiskStore};
 use crate::result::{ActionResult, LogRef};
 
 /// The `type_url` of the auxiliary metadata entry that carries a result's `metadata` map.
@@ -76,7 +76,8 @@ impl RemoteClient {
             return Ok(self.skip_upload("the server does not accept action cache updates"));
         }
         let action = remote_action(caps.digest_function, local_digest, &result.manifest);
-        let (remote_result, mut blobs) = to_remote(caps, result, store)?;
+        // Reads (and hashes) the result's blobs from the store.
+        let (remote_result, mut blobs) = blocking(|| to_remote(caps, result, store))?;
         blobs.extend(
             action
                 .protos
@@ -210,22 +211,30 @@ fn log_blob(
     }
 }
 
-/// A blob of the local store, hashed for the remote. Bytes that fit a batch are kept; bigger
-/// ones are read again when sent.
+/// A blob of the local store, hashed for the remote. Bytes that fit a batch are kept; a bigger
+/// blob is hashed through its file, verified on the way, and streamed from it when sent.
 fn stored_blob(
     caps: &Capabilities,
     local: &Digest,
     store: &DiskStore,
     blobs: &mut Vec<Outgoing>,
 ) -> Result<reapi::Digest, RemoteError> {
+    if store.blob_size(local).is_some_and(|size| size >= caps.max_batch_bytes) {
+        let (mut hasher, mut len) = (caps.digest_function.hasher(), 0);
+        let scanned = store.scan_blob(local, |chunk| {
+            hasher.update(chunk);
+            len += chunk.len() as u64;
+        });
+        if !matches!(scanned, BlobRead::Found(_)) {
+            return Err(local_blob_missing(local));
+        }
+        let digest = reapi::Digest { hash: hasher.finish(), size_bytes: len as i64 };
+        blobs.push(Outgoing { digest: digest.clone(), body: Body::Stored(*local) });
+        return Ok(digest);
+    }
     let bytes = read_local(store, local)?;
     let digest = caps.digest_function.digest(&bytes);
-    let body = if (bytes.len() as u64) < caps.max_batch_bytes {
-        Body::Bytes(bytes)
-    } else {
-        Body::Stored(*local)
-    };
-    blobs.push(Outgoing { digest: digest.clone(), body });
+    blobs.push(Outgoing { digest: digest.clone(), body: Body::Bytes(bytes) });
     Ok(digest)
 }
 
