@@ -19,6 +19,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
 use super::negotiate::{BATCH_ENTRY_OVERHEAD, Capabilities, StreamHasher};
+use super::resilience::Progress;
 use super::{RemoteClient, RemoteError, blocking, counters};
 use crate::disk::{BlobRead, BlobWriter, DiskStore};
 
@@ -260,10 +261,12 @@ impl RemoteClient {
         // A local read that fails ends the stream early (the server then refuses the write);
         // the failure itself is what this call reports.
         let failed = Arc::new(Mutex::new(None));
+        let progress = Progress::default();
         // google/bytestream/bytestream.proto: rpc Write(stream WriteRequest).
         let answer = self
-            .call(RPC, |mut rpc| {
-                let requests = write_requests(name.clone(), &source, len, Arc::clone(&failed));
+            .call_streaming(RPC, &progress, |mut rpc| {
+                let requests =
+                    write_requests(name.clone(), &source, len, &progress, Arc::clone(&failed));
                 async move { Ok(rpc.byte_stream.write(requests).await?.into_inner()) }
             })
             .await;
@@ -410,16 +413,19 @@ impl RemoteClient {
     ) -> Result<Streamed, RemoteError> {
         let name = self.read_resource(caps, digest);
         let expected = size_of(digest);
+        let progress = Progress::default();
         // google/bytestream/bytestream.proto: rpc Read(ReadRequest) returns (stream ReadResponse).
         let read = self
-            .call("ByteStream.Read", |mut rpc| {
+            .call_streaming("ByteStream.Read", &progress, |mut rpc| {
                 let request =
                     ReadRequest { resource_name: name.clone(), read_offset: 0, read_limit: 0 };
+                let progress = progress.clone();
                 async move {
                     let mut stream = rpc.byte_stream.read(request).await?.into_inner();
                     let mut into = StreamInto::new(store, caps.digest_function.hasher());
                     // Stop one byte past the expected size: verification then fails cheaply.
                     while let Some(message) = stream.message().await? {
+                        progress.made();
                         if !into.take(&message.data) || into.len > expected {
                             break;
                         }
@@ -446,17 +452,20 @@ impl RemoteClient {
     ) -> Result<Option<Vec<u8>>, RemoteError> {
         let name = self.read_resource(caps, digest);
         let expected = size_of(digest);
+        let progress = Progress::default();
         // google/bytestream/bytestream.proto: rpc Read(ReadRequest) returns (stream ReadResponse).
         let read = self
-            .call("ByteStream.Read", |mut rpc| {
+            .call_streaming("ByteStream.Read", &progress, |mut rpc| {
                 let request =
                     ReadRequest { resource_name: name.clone(), read_offset: 0, read_limit: 0 };
+                let progress = progress.clone();
                 async move {
                     let mut stream = rpc.byte_stream.read(request).await?.into_inner();
                     let mut data =
                         Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(64 << 20));
                     // Stop one byte past the expected size: verification then fails cheaply.
                     while let Some(message) = stream.message().await? {
+                        progress.made();
                         data.extend_from_slice(&message.data);
                         if data.len() as u64 > expected {
                             break;
@@ -475,17 +484,20 @@ impl RemoteClient {
 }
 
 /// The requests of one `ByteStream.Write` of `len` bytes, chunked lazily: from the shared
-/// bytes, or read from the file as the stream is sent. A failed read ends the stream and is left
-/// in `failed`.
+/// bytes, or read from the file as the stream is sent; each counts as `progress`. A failed read
+/// ends the stream and is left in `failed`.
 fn write_requests(
     name: String,
     source: &Source,
     len: u64,
+    progress: &Progress,
     failed: Arc<Mutex<Option<io::Error>>>,
 ) -> impl Stream<Item = WriteRequest> + Send + 'static {
     let count = len.div_ceil(CHUNK as u64).max(1);
-    let source = source.clone();
+    let (source, progress) = (source.clone(), progress.clone());
+    // Asked for once the transport has room for it: the chunk before has gone.
     let chunk = move |index: u64| -> io::Result<Vec<u8>> {
+        progress.made();
         let start = index * CHUNK as u64;
         let end = (start + CHUNK as u64).min(len);
         match &source {

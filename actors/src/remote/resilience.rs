@@ -3,7 +3,9 @@
 //!
 //! - Transient codes (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`) are retried
 //!   with exponential backoff and ±50 % jitter, up to `tuning.attempts` attempts.
-//! - Each attempt holds an in-flight permit and runs under the per-RPC deadline.
+//! - Each attempt holds an in-flight permit and runs under the per-RPC deadline. A ByteStream
+//!   transfer's deadline follows its progress instead (`Progress`): it fails after a deadline
+//!   in which no chunk moved, so a blob takes as long as the network needs to move it.
 //! - `RESOURCE_EXHAUSTED` also narrows the in-flight limit (`limit.rs`). A call refused
 //!   while the window was wider than it is now retries at once, without a backoff: the
 //!   narrower window is the backoff.
@@ -20,7 +22,8 @@
 //!   the threshold.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -155,6 +158,43 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fastrand::f64())
 }
 
+/// The chunks a streaming call has moved so far, which its deadline follows (see
+/// [`RemoteClient::call_streaming`]). Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// Counts a chunk sent or received.
+    pub(crate) fn made(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn moves(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `future` under `timeout`: `None` once the deadline passes, or with `progress`, once a
+/// whole `timeout` passes in which it made none.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    progress: Option<&Progress>,
+    future: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(future);
+    let mut seen = progress.map(Progress::moves);
+    loop {
+        if let Ok(value) = tokio::time::timeout(timeout, &mut future).await {
+            return Some(value);
+        }
+        let now = progress.map(Progress::moves);
+        if now == seen {
+            return None;
+        }
+        seen = now;
+    }
+}
+
 impl RemoteClient {
     /// Runs one RPC through the breaker, the in-flight limit, the deadline and retries.
     /// `attempt` is called once per attempt with the clients and must make the whole call
@@ -171,11 +211,40 @@ impl RemoteClient {
         self.call_with(rpc, Retry::Transient, attempt).await
     }
 
+    /// [`RemoteClient::call`] for a stream that reports its chunks to `progress`: an attempt
+    /// fails only after a deadline in which none moved, however long the whole stream takes.
+    pub(crate) async fn call_streaming<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        progress: &Progress,
+        attempt: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.run_call(rpc, Retry::Transient, Some(progress), attempt).await
+    }
+
     /// [`RemoteClient::call`] with a choice of which failures are retried.
     pub(crate) async fn call_with<T, F, Fut>(
         &self,
         rpc: &'static str,
         retry: Retry,
+        attempt: F,
+    ) -> Result<T, RemoteError>
+    where
+        F: FnMut(Clients) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.run_call(rpc, retry, None, attempt).await
+    }
+
+    async fn run_call<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        retry: Retry,
+        progress: Option<&Progress>,
         mut attempt: F,
     ) -> Result<T, RemoteError>
     where
@@ -189,7 +258,7 @@ impl RemoteClient {
         let mut attempts = 1;
         let mut narrowed = 0;
         loop {
-            let (status, pushback) = match self.attempt(&mut attempt).await {
+            let (status, pushback) = match self.attempt(progress, &mut attempt).await {
                 Ok(value) => {
                     inner.breaker.succeeded();
                     return Ok(value);
@@ -232,9 +301,13 @@ impl RemoteClient {
         })
     }
 
-    /// One attempt: a permit, then the call under the deadline. A refusal as overloaded
-    /// comes back with what it did to the in-flight limit.
-    async fn attempt<T, F, Fut>(&self, attempt: &mut F) -> Result<T, (Status, Option<Pushback>)>
+    /// One attempt: a permit, then the call under the deadline (see [`within`]). A refusal as
+    /// overloaded comes back with what it did to the in-flight limit.
+    async fn attempt<T, F, Fut>(
+        &self,
+        progress: Option<&Progress>,
+        attempt: &mut F,
+    ) -> Result<T, (Status, Option<Pushback>)>
     where
         F: FnMut(Clients) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -246,13 +319,16 @@ impl RemoteClient {
             .await
             .map_err(|_| (Status::cancelled("the remote client is shutting down"), None))?;
         let timeout = inner.settings.timeout;
-        let status = match tokio::time::timeout(timeout, attempt(inner.rpc.clone())).await {
-            Ok(Ok(value)) => {
+        let status = match within(timeout, progress, attempt(inner.rpc.clone())).await {
+            Some(Ok(value)) => {
                 inner.in_flight.succeeded();
                 return Ok(value);
             }
-            Ok(Err(status)) => transport_is_unavailable(status),
-            Err(_) => Status::deadline_exceeded(format!("no answer within {timeout:?}")),
+            Some(Err(status)) => transport_is_unavailable(status),
+            None if progress.is_some() => {
+                Status::deadline_exceeded(format!("no progress within {timeout:?}"))
+            }
+            None => Status::deadline_exceeded(format!("no answer within {timeout:?}")),
         };
         let pushback = match status.code() {
             tonic::Code::ResourceExhausted => {

@@ -15,7 +15,7 @@ use super::action::{ACTION_KEY_PROPERTY, remote_action};
 use super::cas::{plan, uuid};
 use super::error::{Meaning, meaning};
 use super::negotiate::{GRPC_MESSAGE_CAP, negotiate};
-use super::resilience::Breaker;
+use super::resilience::{Breaker, Progress};
 use super::transport::channel_url;
 use super::*;
 use crate::key_gen::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION};
@@ -274,6 +274,58 @@ async fn transient_failures_are_retried_with_backoff() {
         waited >= Duration::from_millis(150) && waited < Duration::from_millis(450),
         "{waited:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_has_as_long_as_it_keeps_moving_and_one_deadline_once_it_stops() {
+    // The deadline is 5 s. A stream moving a chunk a second for 30 s completes.
+    let client = offline_client(1, 5).await;
+    let progress = Progress::default();
+    let started = tokio::time::Instant::now();
+    let moved = client
+        .call_streaming("Test.Stream", &progress, |_| {
+            let progress = progress.clone();
+            async move {
+                for _ in 0..30 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    progress.made();
+                }
+                Ok(30)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((moved, started.elapsed().as_secs()), (30, 30));
+    // The same call, untracked, gets one deadline for the whole of it.
+    let error = client
+        .call("Test.Stream", |_| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RemoteError::Rpc { code: Code::DeadlineExceeded, .. }), "{error:?}");
+    // A stream that moves for 10 s, then stalls, fails one to two deadlines after its last chunk.
+    let started = tokio::time::Instant::now();
+    let error = client
+        .call_streaming("Test.Stall", &progress, |_| {
+            let progress = progress.clone();
+            async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    progress.made();
+                }
+                std::future::pending::<Result<(), Status>>().await
+            }
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, RemoteError::Rpc { code: Code::DeadlineExceeded, message, .. } if message.contains("no progress")),
+        "{error:?}"
+    );
+    let waited = started.elapsed().as_secs();
+    assert!((15..=20).contains(&waited), "{waited} s");
 }
 
 #[tokio::test(start_paused = true)]
