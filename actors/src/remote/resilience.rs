@@ -252,6 +252,7 @@ impl RemoteClient {
         Fut: Future<Output = Result<T, Status>>,
     {
         let inner = &self.inner;
+        tracing::trace!(rpc, "remote call");
         self.admit()?;
         let tuning = &inner.settings.tuning;
         let mut delay = tuning.base_delay;
