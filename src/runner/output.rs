@@ -1,5 +1,10 @@
 //! What the user sees: task output streamed line by line (prefixed by the task name when more
 //! than one task runs), status notes, a progress line on a terminal, and the final summary.
+//!
+//! A lone task's output passes through byte for byte, live or replayed: no label, no newline
+//! added, a long line never cut, so `cuenv run gen > out.json` writes what the command wrote.
+//! Labelled output is for reading: every line, and every piece of a line too long to buffer,
+//! gets its label and ends with a newline, so parallel tasks' lines never run together.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -29,9 +34,9 @@ fn push_line(out: &mut Vec<u8>, label: &str, line: &[u8]) {
 }
 
 /// Copies `from` to `to` with `label` before every line, and a final newline if the last line
-/// lacks one, as [`push_line`] does line by line. A closed `to` (`cuenv run | head`) ends the
-/// copy quietly.
-fn copy_labelled(from: &mut impl Read, to: &mut impl Write, label: &str) -> io::Result<()> {
+/// lacks one, as [`push_line`] does line by line; with no label, the bytes as they are. A closed
+/// `to` (`cuenv run | head`) ends the copy quietly. Returns whether the copy ended mid-line.
+fn copy_labelled(from: &mut impl Read, to: &mut impl Write, label: &str) -> io::Result<bool> {
     let mut chunk = vec![0; 256 * 1024];
     let mut out = Vec::with_capacity(chunk.len() + 4096);
     let mut at_line_start = true;
@@ -51,13 +56,16 @@ fn copy_labelled(from: &mut impl Read, to: &mut impl Write, label: &str) -> io::
             at_line_start = line.ends_with(b"\n");
         }
         if to.write_all(&out).is_err() {
-            return Ok(());
+            return Ok(false);
         }
+    }
+    if label.is_empty() {
+        return Ok(!at_line_start);
     }
     if !at_line_start {
         let _ = to.write_all(b"\n");
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Serialises everything written to the terminal.
@@ -68,8 +76,26 @@ pub(crate) struct Printer {
     color: bool,
     width: usize,
     progress: ProgressBar,
-    /// Held while one line is written, so lines of parallel tasks never interleave.
-    lock: Mutex<()>,
+    /// Held while one line is written, so lines of parallel tasks never interleave; says which
+    /// streams a lone task's output left mid-line.
+    lock: Mutex<MidLine>,
+}
+
+/// Whether the last bytes written to stdout and stderr ended mid-line (a lone task's output,
+/// passed through as it is), so a note or the summary starts on a line of its own.
+#[derive(Debug, Default)]
+struct MidLine {
+    stdout: bool,
+    stderr: bool,
+}
+
+impl MidLine {
+    fn of(&mut self, stream: Stream) -> &mut bool {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
 }
 
 impl Printer {
@@ -92,7 +118,7 @@ impl Printer {
         } else {
             ProgressBar::hidden()
         };
-        Printer { names, prefix, color, width, progress, lock: Mutex::new(()) }
+        Printer { names, prefix, color, width, progress, lock: Mutex::default() }
     }
 
     fn label(&self, task: &str) -> String {
@@ -108,8 +134,13 @@ impl Printer {
         }
     }
 
+    /// Writes task output as it is (see [`MidLine`]).
     fn write(&self, stream: Stream, bytes: &[u8]) {
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if bytes.is_empty() {
+            return;
+        }
+        let mut mid_line = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *mid_line.of(stream) = !bytes.ends_with(b"\n");
         self.progress.suspend(|| {
             // A closed stdout (`cuenv run | head`) is not an error of the run.
             let _ = match stream {
@@ -119,8 +150,21 @@ impl Printer {
         });
     }
 
-    /// One line of a task's output (the trailing newline is added if missing).
+    /// Writes cuenv's own line (a note, the summary) on stderr, on a line of its own.
+    fn write_own(&self, line: &str) {
+        let mut mid_line = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let start = if std::mem::take(&mut mid_line.stderr) { "\n" } else { "" };
+        self.progress.suspend(|| {
+            let _ = writeln!(io::stderr().lock(), "{start}{line}");
+        });
+    }
+
+    /// A piece of a task's output: a line, or part of one too long to buffer. A lone task's
+    /// passes as it is; a labelled one ends with a newline (added if missing).
     pub(crate) fn line(&self, task: &str, stream: Stream, line: &[u8]) {
+        if !self.prefix {
+            return self.write(stream, line);
+        }
         let label = self.label(task);
         let mut out = Vec::with_capacity(label.len() + line.len() + 1);
         push_line(&mut out, &label, line);
@@ -128,8 +172,11 @@ impl Printer {
     }
 
     /// Replays a captured log: every line labelled, written at once, so a replayed log is
-    /// never interleaved with other tasks' lines.
+    /// never interleaved with other tasks' lines. A lone task's log is written as it is.
     pub(crate) fn replay(&self, task: &str, stream: Stream, log: &[u8]) {
+        if !self.prefix {
+            return self.write(stream, log);
+        }
         if log.is_empty() {
             return;
         }
@@ -151,27 +198,28 @@ impl Printer {
         file: &mut File,
     ) -> io::Result<()> {
         let label = self.label(task);
-        let _guard = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut copied = Ok(());
+        let mut mid_line = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut copied = Ok(false);
         self.progress.suspend(|| {
             copied = match stream {
                 Stream::Stdout => copy_labelled(file, &mut io::stdout().lock(), &label),
                 Stream::Stderr => copy_labelled(file, &mut io::stderr().lock(), &label),
             };
         });
-        copied
+        *mid_line.of(stream) = copied?;
+        Ok(())
     }
 
     /// A status note about a task (cache hit, failure), on stderr.
     pub(crate) fn note(&self, task: &str, message: &str) {
         let text = if self.color { format!("{DIM}{message}{RESET}") } else { message.to_owned() };
         let label = if self.prefix { self.label(task) } else { format!("{task}: ") };
-        self.write(Stream::Stderr, format!("{label}{text}\n").as_bytes());
+        self.write_own(&format!("{label}{text}"));
     }
 
     /// A line of the run summary, on stderr.
     pub(crate) fn summary(&self, line: &str) {
-        self.write(Stream::Stderr, format!("{line}\n").as_bytes());
+        self.write_own(line);
     }
 
     /// Updates the progress line (when there is one): `done` finished, `running` named.
@@ -214,8 +262,15 @@ mod tests {
                 push_line(&mut replayed, "t | ", line);
             }
             let mut copied = Vec::new();
-            copy_labelled(&mut Trickle(log), &mut copied, "t | ").unwrap();
+            assert!(!copy_labelled(&mut Trickle(log), &mut copied, "t | ").unwrap());
             assert_eq!(String::from_utf8_lossy(&copied), String::from_utf8_lossy(&replayed));
+            // Unlabelled, the bytes as they are.
+            let mut copied = Vec::new();
+            let mid_line = copy_labelled(&mut Trickle(log), &mut copied, "").unwrap();
+            assert_eq!(
+                (copied.as_slice(), mid_line),
+                (log, !log.is_empty() && !log.ends_with(b"\n"))
+            );
         }
     }
 }

@@ -1095,18 +1095,22 @@ command = '{}; echo detached; setsid sleep 60 & echo $! > "$STATE/detached.pid"'
 }
 
 #[test]
-fn a_line_longer_than_any_buffer_is_captured_byte_for_byte() {
-    // 3 MB and not one newline: shown in pieces as it comes, stored and replayed exactly.
+fn a_lone_tasks_output_passes_through_byte_for_byte_live_and_replayed() {
+    // 3 MB and not one newline, longer than any buffer: a lone task's output is passed on as
+    // it comes, stored and replayed exactly, with no newline added, so `cuenv run minified >
+    // out` writes what the command wrote.
     let p = Project::new(&format!(
-        "[tasks.minified]\ncommand = '{}; head -c 3000000 /dev/zero | tr \"\\\\0\" x'\n",
+        "[tasks.minified]\ncommand = '{}; head -c 3000000 /dev/zero | tr \"\\\\0\" x; printf \"no end\" >&2'\n",
         mark("minified")
     ));
     let first = p.run(&["run", "minified"]).ok();
-    assert_eq!(first.stdout.replace('\n', ""), "x".repeat(3_000_000));
+    assert!(first.stdout == "x".repeat(3_000_000), "live output differs");
     let second = p.run(&["run", "minified"]).ok();
     assert!(second.hit("minified"), "{}", second.stderr);
-    // The replay shows the log as stored: one line (ended on the terminal by a newline).
-    assert_eq!(second.stdout, format!("{}\n", "x".repeat(3_000_000)));
+    assert!(second.stdout == "x".repeat(3_000_000), "replayed output differs");
+    // cuenv's own lines on stderr start on a line of their own after the task's unfinished one.
+    assert!(first.stderr.starts_with("no end\n"), "{}", first.stderr);
+    assert!(second.stderr.contains("\nno end\n"), "{}", second.stderr);
 }
 
 #[test]
