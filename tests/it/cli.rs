@@ -172,20 +172,7 @@ impl Project {
 
     /// Every regular file under `sub` of the cache's store (`v1/cas`, `v1/ac`).
     fn store_files(&self, sub: &str) -> Vec<PathBuf> {
-        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
-            let Ok(entries) = fs::read_dir(dir) else { return };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, found);
-                } else {
-                    found.push(path);
-                }
-            }
-        }
-        let mut found = Vec::new();
-        walk(&self.cache().join("v1").join(sub), &mut found);
-        found
+        crate::support::files_under(&self.cache().join("v1").join(sub))
     }
 }
 

@@ -14,6 +14,8 @@ use cuenv::task::TaskConfig;
 use cuenv::{EnhancedCacheManager, Error, Source, TaskOutput, Tier};
 use tokio::sync::Notify;
 
+use crate::support::files_under;
+
 pub(crate) fn config(cache_dir: &Path) -> GlobalCacheConfig {
     let mut config = GlobalCacheConfig::defaults_from(&Default::default());
     config.cache_dir = cache_dir.to_owned();
@@ -431,18 +433,6 @@ async fn a_panicked_actor_is_an_error_not_a_hang() {
     assert_eq!(error.to_string(), "the memory tier actor is gone (panicked or shut down)");
     assert_eq!(manager.runtime().health().gone, ["memory tier"]);
     assert!(manager.shutdown().await.is_err(), "shutdown reports the dead actor");
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            out.extend(files_under(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use cuenv_actors::remote::{DigestFunction, RemoteClient, RemoteError, UploadOutc
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile, OutputSymlink};
 
 use crate::support::buildgrid::{BuildGrid, BuildGridOptions};
-use crate::support::{capture_warnings, disk_store};
+use crate::support::{capture_warnings, disk_store, files_under};
 
 fn manifest(task: &str) -> KeyManifest {
     let input = |path: &str, kind, content: &[u8]| InputFile {
@@ -230,12 +230,17 @@ async fn many_outputs_are_stored_together_on_download() {
     round_trip(&client, &store_a, &store_b, "many", &files).await;
 }
 
+/// A client of `grid` that takes 4 KiB as the batch limit, so blobs of a few KiB are streamed.
+async fn small_batch_client(grid: &BuildGrid) -> RemoteClient {
+    let mut settings = grid.settings();
+    settings.tuning.max_batch_bytes = Some(4096);
+    RemoteClient::connect(settings).await.unwrap()
+}
+
 #[tokio::test]
 async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
     let grid = BuildGrid::start(BuildGridOptions::default()).await;
-    let mut settings = grid.settings();
-    settings.tuning.max_batch_bytes = Some(4096);
-    let client = RemoteClient::connect(settings).await.unwrap();
+    let client = small_batch_client(&grid).await;
     assert_eq!(client.capabilities().await.unwrap().max_batch_bytes, 4096);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
@@ -254,9 +259,7 @@ async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
 #[tokio::test]
 async fn a_streamed_blob_damaged_on_the_server_is_a_miss_that_leaves_nothing_behind() {
     let grid = BuildGrid::start(BuildGridOptions::default()).await;
-    let mut settings = grid.settings();
-    settings.tuning.max_batch_bytes = Some(4096);
-    let client = RemoteClient::connect(settings).await.unwrap();
+    let client = small_batch_client(&grid).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
     let large: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
@@ -273,25 +276,12 @@ async fn a_streamed_blob_damaged_on_the_server_is_a_miss_that_leaves_nothing_beh
     assert_eq!(client.counters().corrupt, corrupt + 1);
     assert!(matches!(store_b.get_record(&digest), RecordLookup::Miss));
     assert!(!store_b.has_blob(&result.output_files[0].digest));
-    let left: Vec<_> =
-        walk_files(dir_b.path()).into_iter().filter(|path| path.contains("tmp")).collect();
+    let left: Vec<_> = files_under(dir_b.path())
+        .into_iter()
+        .map(|path| path.strip_prefix(dir_b.path()).unwrap().display().to_string())
+        .filter(|path| path.contains("tmp"))
+        .collect();
     assert!(left.is_empty(), "temp files left behind: {left:?}");
-}
-
-/// Every file below `dir`, as paths relative to it.
-fn walk_files(dir: &std::path::Path) -> Vec<String> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        for entry in fs::read_dir(&next).unwrap().flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                pending.push(entry.path());
-            } else {
-                files.push(entry.path().strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    files
 }
 
 #[tokio::test]

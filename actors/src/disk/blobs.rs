@@ -5,7 +5,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::panic::resume_unwind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +13,7 @@ use std::time::SystemTime;
 use rayon::prelude::*;
 
 use super::DiskStore;
-use crate::key_gen::{LARGE_FILE, hash_open_file, hash_open_file_on};
+use crate::key_gen::{LARGE_FILE, hash_open_file, hash_open_file_on, hash_reader_with};
 use crate::result::LogRef;
 use crate::{Digest, fsio};
 
@@ -263,9 +262,6 @@ impl DiskStore {
     }
 }
 
-/// Bytes a streamed blob is read in (see [`DiskStore::scan_blob`]).
-pub const SCAN_CHUNK: usize = 1024 * 1024;
-
 /// A blob written piece by piece, for content too large to hold in memory (a big download):
 /// hashed as it is written, published under its digest by [`BlobWriter::finish`] (fsynced
 /// first, as every blob). Dropped unfinished, its temp file is removed.
@@ -339,11 +335,10 @@ impl DiskStore {
         File::open(self.layout.blob(digest))
     }
 
-    /// Passes a stored blob to `each`, [`SCAN_CHUNK`] bytes at a time, verifying it on the
-    /// way, so a blob of any size is read without being held: `Found` (with no bytes) when it
-    /// matched its digest, `Corrupt` (the blob removed) when it did not. `each` has seen the
-    /// bytes either way.
-    pub fn scan_blob(&self, digest: &Digest, mut each: impl FnMut(&[u8])) -> BlobRead {
+    /// Passes a stored blob to `each`, a piece at a time, verifying it on the way, so a blob of
+    /// any size is read without being held: `Found` (with no bytes) when it matched its digest,
+    /// `Corrupt` (the blob removed) when it did not. `each` has seen the bytes either way.
+    pub fn scan_blob(&self, digest: &Digest, each: impl FnMut(&[u8])) -> BlobRead {
         let path = self.layout.blob(digest);
         let file = match File::open(&path) {
             Ok(file) => file,
@@ -353,29 +348,17 @@ impl DiskStore {
                 return BlobRead::Corrupt;
             }
         };
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0; SCAN_CHUNK];
-        let mut offset = 0;
-        loop {
-            match file.read_at(&mut buffer, offset) {
-                Ok(0) => break,
-                Ok(read) => {
-                    hasher.update(&buffer[..read]);
-                    each(&buffer[..read]);
-                    offset += read as u64;
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    self.remove_damaged(&path, &format!("unreadable blob: {error}"));
-                    return BlobRead::Corrupt;
-                }
+        match hash_reader_with(&file, each) {
+            Ok((found, _)) if found == *digest => BlobRead::Found(Vec::new()),
+            Ok(_) => {
+                self.remove_damaged(&path, "blob content does not match its digest");
+                BlobRead::Corrupt
+            }
+            Err(error) => {
+                self.remove_damaged(&path, &format!("unreadable blob: {error}"));
+                BlobRead::Corrupt
             }
         }
-        if Digest::from(hasher.finalize()) != *digest {
-            self.remove_damaged(&path, "blob content does not match its digest");
-            return BlobRead::Corrupt;
-        }
-        BlobRead::Found(Vec::new())
     }
 }
 

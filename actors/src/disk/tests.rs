@@ -724,9 +724,10 @@ fn directories_an_output_glob_matches_are_captured_even_when_empty() {
 
 #[test]
 fn a_blob_written_in_pieces_is_published_whole_and_scanned_back_verified() {
+    const MIB: usize = 1024 * 1024;
     let cache = tempfile::tempdir().unwrap();
     let store = store(cache.path());
-    let content: Vec<u8> = (0..(2 * SCAN_CHUNK + 77)).map(|i| (i % 253) as u8).collect();
+    let content: Vec<u8> = (0..(2 * MIB + 77)).map(|i| (i % 253) as u8).collect();
     let mut writer = store.blob_writer().unwrap();
     for piece in content.chunks(100_000) {
         writer.write(piece).unwrap();
@@ -754,7 +755,7 @@ fn a_blob_written_in_pieces_is_published_whole_and_scanned_back_verified() {
     // A damaged blob scans as corrupt and is removed.
     let path = store.layout.blob(&digest);
     let mut damaged = fs::read(&path).unwrap();
-    damaged[SCAN_CHUNK + 1] ^= 1;
+    damaged[MIB + 1] ^= 1;
     fs::write(&path, damaged).unwrap();
     assert_eq!(store.scan_blob(&digest, |_| {}), BlobRead::Corrupt);
     assert!(!store.has_blob(&digest));

@@ -79,7 +79,15 @@ fn subtree(file: &File, offset: u64, len: u64) -> io::Result<blake3::hazmat::Cha
 }
 
 /// Hashes a whole stream in one thread (blobs arriving from elsewhere, logs).
-pub fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
+pub fn hash_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
+    hash_reader_with(reader, |_| {})
+}
+
+/// [`hash_reader`], showing `each` every piece as it is hashed.
+pub fn hash_reader_with(
+    mut reader: impl Read,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; 64 * 1024];
     let mut total = 0u64;
@@ -91,6 +99,7 @@ pub fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
             Err(error) => return Err(error),
         };
         hasher.update(&buffer[..count]);
+        each(&buffer[..count]);
         total += count as u64;
     }
     Ok((hasher.finalize().into(), total))

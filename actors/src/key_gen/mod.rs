@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use actor::KeyGenHandle;
-pub use hash::{LARGE_FILE, hash_open_file, hash_open_file_on, hash_reader};
+pub use hash::{LARGE_FILE, hash_open_file, hash_open_file_on, hash_reader, hash_reader_with};
 pub use inputs::{HashCounts, ignore_glob, is_glob, join_normalised};
 pub(crate) use inputs::{InputSpec, SkipDirs, in_literal_dir, outermost};
 pub use manifest::{InputFile, InputKind, InputPart, KEY_FORMAT_VERSION, KeyManifest, platform};

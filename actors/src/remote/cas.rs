@@ -314,7 +314,9 @@ impl RemoteClient {
         }
         for digest in large {
             let Some(store) = store else {
-                let Some(bytes) = self.read_stream(caps, &digest).await? else {
+                let capacity = usize::try_from(size_of(&digest)).unwrap_or(0).min(64 << 20);
+                let fresh = || Vec::with_capacity(capacity);
+                let Some(bytes) = self.read_stream(caps, &digest, fresh).await? else {
                     return Ok(Fetched::Missing);
                 };
                 if !self.accept(caps, &digest, bytes, sink)? {
@@ -411,45 +413,23 @@ impl RemoteClient {
         digest: &reapi::Digest,
         store: &DiskStore,
     ) -> Result<Streamed, RemoteError> {
-        let name = self.read_resource(caps, digest);
-        let expected = size_of(digest);
-        let progress = Progress::default();
-        // google/bytestream/bytestream.proto: rpc Read(ReadRequest) returns (stream ReadResponse).
-        let read = self
-            .call_streaming("ByteStream.Read", &progress, |mut rpc| {
-                let request =
-                    ReadRequest { resource_name: name.clone(), read_offset: 0, read_limit: 0 };
-                let progress = progress.clone();
-                async move {
-                    let mut stream = rpc.byte_stream.read(request).await?.into_inner();
-                    let mut into = StreamInto::new(store, caps.digest_function.hasher());
-                    // Stop one byte past the expected size: verification then fails cheaply.
-                    while let Some(message) = stream.message().await? {
-                        progress.made();
-                        if !into.take(&message.data) || into.len > expected {
-                            break;
-                        }
-                    }
-                    Ok(into)
-                }
-            })
-            .await;
-        let into = match read {
-            Ok(into) => into,
-            Err(error) if error.is_miss() => return Ok(Streamed::Missing),
-            Err(error) => return Err(error),
+        let fresh = || StreamInto::new(store, caps.digest_function.hasher());
+        let Some(into) = self.read_stream(caps, digest, fresh).await? else {
+            return Ok(Streamed::Missing);
         };
         counters::add(&self.inner.counters.bytes_down, into.len);
         into.finish(digest)
     }
 
-    /// Streams one blob down with `ByteStream.Read` into memory; `None` when the remote lacks
-    /// it. Only for callers without a store (the remote check's probe).
-    async fn read_stream(
+    /// Streams one blob down with `ByteStream.Read` into what `fresh` makes for each attempt;
+    /// `None` when the remote lacks it. The stream stops one byte past the expected size
+    /// (verification then fails cheaply), or when the chunks are refused.
+    async fn read_stream<C: Chunks + Send>(
         &self,
         caps: &Capabilities,
         digest: &reapi::Digest,
-    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        fresh: impl Fn() -> C,
+    ) -> Result<Option<C>, RemoteError> {
         let name = self.read_resource(caps, digest);
         let expected = size_of(digest);
         let progress = Progress::default();
@@ -458,28 +438,44 @@ impl RemoteClient {
             .call_streaming("ByteStream.Read", &progress, |mut rpc| {
                 let request =
                     ReadRequest { resource_name: name.clone(), read_offset: 0, read_limit: 0 };
-                let progress = progress.clone();
+                let (progress, mut chunks) = (progress.clone(), fresh());
                 async move {
                     let mut stream = rpc.byte_stream.read(request).await?.into_inner();
-                    let mut data =
-                        Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(64 << 20));
-                    // Stop one byte past the expected size: verification then fails cheaply.
                     while let Some(message) = stream.message().await? {
                         progress.made();
-                        data.extend_from_slice(&message.data);
-                        if data.len() as u64 > expected {
+                        if !chunks.take(&message.data) || chunks.received() > expected {
                             break;
                         }
                     }
-                    Ok(data)
+                    Ok(chunks)
                 }
             })
             .await;
         match read {
-            Ok(data) => Ok(Some(data)),
+            Ok(chunks) => Ok(Some(chunks)),
             Err(error) if error.is_miss() => Ok(None),
             Err(error) => Err(error),
         }
+    }
+}
+
+/// Where the chunks of a `ByteStream.Read` go.
+trait Chunks {
+    /// Takes one chunk; `false` ends the stream.
+    fn take(&mut self, chunk: &[u8]) -> bool;
+    /// Bytes taken so far.
+    fn received(&self) -> u64;
+}
+
+/// Into memory (only for callers without a store: the remote check's probe).
+impl Chunks for Vec<u8> {
+    fn take(&mut self, chunk: &[u8]) -> bool {
+        self.extend_from_slice(chunk);
+        true
+    }
+
+    fn received(&self) -> u64 {
+        self.len() as u64
     }
 }
 
@@ -536,7 +532,20 @@ impl<'a> StreamInto<'a> {
         StreamInto { writer: blocking(|| store.blob_writer()), hasher, len: 0 }
     }
 
-    /// Takes one chunk; `false` once the local store has failed.
+    /// Publishes the blob if it is what `digest` names; a blob that is not is dropped, its
+    /// temp file with it.
+    fn finish(self, digest: &reapi::Digest) -> Result<Streamed, RemoteError> {
+        let writer = self.writer?;
+        if self.len != size_of(digest) || self.hasher.finish() != digest.hash {
+            warn_mismatch(digest);
+            return Ok(Streamed::Corrupt);
+        }
+        Ok(Streamed::Stored(blocking(|| writer.finish())?))
+    }
+}
+
+/// A local write failure ends the stream (and is kept for `finish`).
+impl Chunks for StreamInto<'_> {
     fn take(&mut self, chunk: &[u8]) -> bool {
         self.len += chunk.len() as u64;
         let Ok(writer) = &mut self.writer else { return false };
@@ -552,15 +561,8 @@ impl<'a> StreamInto<'a> {
         true
     }
 
-    /// Publishes the blob if it is what `digest` names; a blob that is not is dropped, its
-    /// temp file with it.
-    fn finish(self, digest: &reapi::Digest) -> Result<Streamed, RemoteError> {
-        let writer = self.writer?;
-        if self.len != size_of(digest) || self.hasher.finish() != digest.hash {
-            warn_mismatch(digest);
-            return Ok(Streamed::Corrupt);
-        }
-        Ok(Streamed::Stored(blocking(|| writer.finish())?))
+    fn received(&self) -> u64 {
+        self.len
     }
 }
 

@@ -50,10 +50,9 @@ impl DigestFunction {
 
     /// The lowercase hex hash of `bytes`.
     pub(crate) fn hash(self, bytes: &[u8]) -> String {
-        match self {
-            DigestFunction::Sha256 => Digest(Sha256::digest(bytes).into()).to_hex(),
-            DigestFunction::Blake3 => Digest::of(bytes).to_hex(),
-        }
+        let mut hasher = self.hasher();
+        hasher.update(bytes);
+        hasher.finish()
     }
 
     /// A hasher for content that arrives in pieces.

@@ -130,19 +130,8 @@ impl BuildGrid {
 
     /// The files of the server's disk storage (one per CAS blob) that are `size` bytes long.
     pub(crate) fn stored_blobs_of_size(&self, size: u64) -> Vec<PathBuf> {
-        fn walk(dir: &Path, size: u64, found: &mut Vec<PathBuf>) {
-            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                match entry.metadata() {
-                    Ok(metadata) if metadata.is_dir() => walk(&path, size, found),
-                    Ok(metadata) if metadata.len() == size => found.push(path),
-                    _ => {}
-                }
-            }
-        }
-        let mut found = Vec::new();
-        walk(&self.dir.path().join("cas"), size, &mut found);
-        found
+        let of_size = |path: &PathBuf| fs::metadata(path).is_ok_and(|meta| meta.len() == size);
+        super::files_under(&self.dir.path().join("cas")).into_iter().filter(of_size).collect()
     }
 
     /// The PEM file of the CA that signed a TLS server's certificate.

@@ -5,8 +5,9 @@
 
 pub(crate) mod buildgrid;
 
+use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use cuenv_actors::disk::{DiskSettings, DiskStore, EvictionPolicy};
@@ -24,6 +25,19 @@ pub(crate) fn disk_store(dir: &Path) -> DiskStore {
         inline_threshold: 64,
     };
     DiskStore::open(settings, hash_pool(2).expect("a rayon pool")).expect("open a disk store")
+}
+
+/// Every file below `dir` (none if it cannot be read), depth first.
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            out.extend(files_under(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
 }
 
 /// Log lines written while a [`CapturedLogs`] guard is alive on this thread.
