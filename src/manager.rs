@@ -344,7 +344,7 @@ impl EnhancedCacheManager {
             digest: None,
             exit_code: output.exit_code,
             source: Source::Uncached,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: ran_for_ms(&output, started),
             entry: None,
             stored: false,
             project_root: root.to_owned(),
@@ -509,6 +509,12 @@ struct Job {
     mode: CacheMode,
     lock_wait: Duration,
     max_size: Option<u64>,
+}
+
+/// How long an execution's work took: its own figure when it has one, else the time since
+/// `started`.
+fn ran_for_ms(output: &TaskOutput, started: Instant) -> u64 {
+    output.ran_for.unwrap_or_else(|| started.elapsed()).as_millis() as u64
 }
 
 impl Inner {
@@ -677,7 +683,7 @@ impl Inner {
             task: job.task.clone(),
             source: error.into().into(),
         })?;
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let duration_ms = ran_for_ms(&output, started);
         self.record(Counters { executions: 1, ..Counters::default() });
         let exit_code = output.exit_code;
         let mut cacheable = job.mode.writes() && (exit_code == 0 || self.config.cache_failures);

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +136,11 @@ pub struct TaskOutput {
     pub stdout: Log,
     /// Its standard error.
     pub stderr: Log,
+    /// How long the work itself took, when the execution knows better than the manager's
+    /// clock: an execution that first waits (for a job slot, say) times the work alone, so
+    /// the time a later hit saves is not inflated by the wait. `None`: the manager times the
+    /// whole execution.
+    pub ran_for: Option<Duration>,
 }
 
 impl TaskOutput {
@@ -144,6 +150,7 @@ impl TaskOutput {
             exit_code,
             stdout: Log::Bytes(stdout.into()),
             stderr: Log::Bytes(stderr.into()),
+            ran_for: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cuenv_actors::Digest;
 use cuenv_actors::disk::LogSource;
@@ -38,10 +38,13 @@ pub(super) async fn execute(
     let slots = Arc::clone(&context.slots);
     let execute_fn = move || async move {
         // The slot is held while the process runs, and only then.
+        // Timed from here, so a task that waited for its slot does not record the wait as
+        // time a hit saves.
         let _slot = slots.acquire_owned().await.map_err(io::Error::other)?;
+        let started = Instant::now();
         match process::run(&spawn, &printer, cancel).await? {
             (Ended::Exited(exit_code), stdout, stderr) => {
-                Ok(TaskOutput { exit_code, stdout, stderr })
+                Ok(TaskOutput { exit_code, stdout, stderr, ran_for: Some(started.elapsed()) })
             }
             (Ended::TimedOut, ..) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,

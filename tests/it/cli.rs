@@ -458,6 +458,25 @@ fn jobs_bounds_parallelism() {
     );
 }
 
+/// The time a hit saves is the time its task ran, not the time it waited for a job slot: with
+/// `-j 1`, the third of three 0.4 s tasks waits 0.8 s, and counting that would claim 2.4 s saved
+/// where 1.2 s was.
+#[test]
+fn time_saved_counts_the_tasks_run_not_their_wait_for_a_slot() {
+    let mut toml = String::new();
+    for index in 0..3 {
+        toml.push_str(&format!("[tasks.t{index}]\ncommand = '{}; sleep 0.4'\n", mark("t")));
+    }
+    let p = Project::new(&toml);
+    p.run(&["run", "--all", "-j", "1"]).ok();
+    let replay = p.run(&["run", "--all", "-j", "1"]).ok();
+    assert_eq!(p.runs("t"), 3, "{}", replay.stderr);
+    let stats: Value =
+        serde_json::from_str(&p.run(&["cache", "stats", "--json"]).ok().stdout).expect("JSON");
+    let saved = stats["total"]["time_saved_ms"].as_u64().expect("time_saved_ms");
+    assert!((1200..2000).contains(&saved), "time saved {saved} ms: {stats}");
+}
+
 // 10.
 #[test]
 fn concurrent_runs_execute_a_task_once() {

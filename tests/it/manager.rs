@@ -117,6 +117,37 @@ async fn a_hit_does_not_execute_again_and_restores_outputs() {
     again.shutdown().await.unwrap();
 }
 
+/// An execution that times its own work (it waited for something first) has that time
+/// recorded, reported on a hit and counted as saved; one that does not is timed whole.
+#[tokio::test]
+async fn an_executions_own_timing_is_what_a_hit_reports_and_saves() {
+    let p = project();
+    let manager = manager(p.cache.path()).await;
+    let task = task("build");
+    let out = p.root.path().join("out.txt");
+    let timed = move || async move {
+        fs::write(&out, "x")?;
+        let output = TaskOutput::new(0, "", "");
+        Ok::<_, std::io::Error>(TaskOutput { ran_for: Some(Duration::from_secs(7)), ..output })
+    };
+    let first =
+        manager.execute_task_with_cache("t", &task, p.root.path(), &env(), timed).await.unwrap();
+    assert_eq!((first.source, first.duration_ms), (Source::Executed, 7000));
+    let hit = run_counted(&manager, "t", &task, &p, 0).await;
+    assert_eq!((hit.source, hit.duration_ms), (Source::Hit(Tier::Memory), 7000));
+    assert_eq!(manager.statistics().await.unwrap().time_saved_ms, 7000);
+
+    let untimed = TaskConfig { cache: false, ..task };
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, std::io::Error>(TaskOutput::new(0, "", ""))
+    };
+    let whole =
+        manager.execute_task_with_cache("u", &untimed, p.root.path(), &env(), slow).await.unwrap();
+    assert!(whole.duration_ms >= 50, "{whole:?}");
+    manager.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_task_with_cache_false_always_executes() {
     let p = project();
