@@ -125,11 +125,32 @@ fn unknown_task_message(name: &str, suggestion: Option<&str>, available: &[Strin
     }
     if available.is_empty() {
         message.push_str("; the file defines no tasks");
+        return message;
+    }
+    // A big monorepo defines thousands of tasks: list a screenful, preferring the names that
+    // contain the one asked for (`build` finds `pkg-a:build`).
+    let lowered = name.to_lowercase();
+    let containing: Vec<&String> =
+        available.iter().filter(|task| task.to_lowercase().contains(&lowered)).collect();
+    let (label, names) = if available.len() > LISTED_TASKS && !containing.is_empty() {
+        (format!("tasks containing {name:?}"), containing)
     } else {
-        message.push_str(&format!("; available tasks: {}", available.join(", ")));
+        ("available tasks".to_owned(), available.iter().collect())
+    };
+    let shown: Vec<&str> = names.iter().take(LISTED_TASKS).map(|task| task.as_str()).collect();
+    message.push_str(&format!("; {label}: {}", shown.join(", ")));
+    if names.len() > shown.len() {
+        message.push_str(&format!(
+            " and {} more (of {} tasks)",
+            names.len() - shown.len(),
+            available.len()
+        ));
     }
     message
 }
+
+/// How many task names an unknown-task error lists at most.
+const LISTED_TASKS: usize = 20;
 
 impl TaskFile {
     /// Finds the task file for `start_dir`: the first of `cuenv.toml`, `cuenv.json` and

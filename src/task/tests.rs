@@ -395,6 +395,32 @@ fn closure_rejects_unknown_tasks_with_suggestion() {
 }
 
 #[test]
+fn an_unknown_task_among_many_lists_a_screenful_preferring_names_that_contain_it() {
+    let mut text = String::new();
+    for package in 0..30 {
+        for task in ["build", "test"] {
+            text.push_str(&format!("[tasks.\"pkg{package:02}:{task}\"]\ncommand = \"true\"\n"));
+        }
+    }
+    let file = toml(&text).unwrap();
+    let error = file.closure(&["Build".into()]).unwrap_err().to_string();
+    let builds: Vec<String> = (0..20).map(|package| format!("pkg{package:02}:build")).collect();
+    assert_eq!(
+        error,
+        format!(
+            "/p/cuenv.toml: unknown task \"Build\"; tasks containing \"Build\": {} \
+             and 10 more (of 60 tasks)",
+            builds.join(", ")
+        )
+    );
+    let error = file.closure(&["lint".into()]).unwrap_err().to_string();
+    assert!(
+        error.ends_with("; available tasks: pkg00:build, pkg00:test, pkg01:build, pkg01:test, pkg02:build, pkg02:test, pkg03:build, pkg03:test, pkg04:build, pkg04:test, pkg05:build, pkg05:test, pkg06:build, pkg06:test, pkg07:build, pkg07:test, pkg08:build, pkg08:test, pkg09:build, pkg09:test and 40 more (of 60 tasks)"),
+        "{error}"
+    );
+}
+
+#[test]
 fn closure_of_a_hand_built_cyclic_file_is_an_error_not_a_hang() {
     let mut file = chain_file();
     file.tasks.get_mut("gen").unwrap().dependencies.push("deploy".into());
