@@ -77,15 +77,19 @@ fn task(name: &str, value: &Value, problems: &mut Problems) -> TaskConfig {
     task
 }
 
-/// Task names appear on command lines and in dependency lists, so they stay plain words.
+/// Task names appear on command lines and in dependency lists, so they stay words a shell
+/// takes unquoted; `@` and `/` are in for scoped package names (`@acme/ui:build`).
 fn check_name(name: &str, problems: &mut Problems) {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+    let allowed =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-' | '@' | '/');
     if name.is_empty() {
         problems.push("tasks", "invalid task name \"\": a task name must not be empty");
     } else if !name.chars().all(allowed) {
         problems.push(
             "tasks",
-            format!("invalid task name {name:?}: use only letters, digits, '_', '.', ':' and '-'"),
+            format!(
+                "invalid task name {name:?}: use only letters, digits, '_', '.', ':', '-', '@' and '/'"
+            ),
         );
     }
 }

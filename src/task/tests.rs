@@ -301,12 +301,12 @@ fn wrong_types_name_the_field_and_value() {
 
 #[test]
 fn task_names_are_plain_words() {
-    let text = r#"{"tasks": {"": {"command": "x"}, "a b": {"command": "x"}, "ci:lint-1.x_y": {"command": "x"}}}"#;
+    let text = r#"{"tasks": {"": {"command": "x"}, "a b": {"command": "x"}, "ci:lint-1.x_y": {"command": "x"}, "@acme/ui:build": {"command": "x"}}}"#;
     assert_eq!(
         problems(json(text)),
         [
             "tasks: invalid task name \"\": a task name must not be empty",
-            "tasks: invalid task name \"a b\": use only letters, digits, '_', '.', ':' and '-'",
+            "tasks: invalid task name \"a b\": use only letters, digits, '_', '.', ':', '-', '@' and '/'",
         ]
     );
 }
