@@ -15,7 +15,7 @@ mod process;
 pub use process::kill_every_task;
 mod task;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -228,7 +228,6 @@ pub async fn run(
 async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
     let limit = in_flight_limit(context.options.jobs);
     let mut running: JoinSet<TaskReport> = JoinSet::new();
-    let mut running_names: BTreeSet<String> = BTreeSet::new();
     let mut reports: Vec<TaskReport> = Vec::new();
     let mut digests: BTreeMap<String, Digest> = BTreeMap::new();
     let mut prefetch = prefetch::Prefetch::new(context, &plan, limit);
@@ -245,7 +244,6 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
                 continue;
             }
             let dependencies = plan.dependency_digests(&name, &digests);
-            running_names.insert(name.clone());
             // A dependent's key needs this task's digest only if the dependent is cached.
             let needs_digest = plan.dependents_of(&name).iter().any(|dependent| {
                 context.manager.get_task_cache_mode(&context.file.tasks[dependent])
@@ -259,7 +257,7 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
                 reports.push(TaskReport { name, status, digest: None, saved_ms: 0 });
             }
         }
-        context.printer.progress(reports.len(), &running_names);
+        context.printer.progress(reports.len());
         let joined = match &mut prefetch {
             Some(prefetch) if !prefetch.is_idle() => tokio::select! {
                 Some(joined) = running.join_next() => joined,
@@ -282,7 +280,6 @@ async fn schedule(context: &Arc<Context>, mut plan: Plan) -> Vec<TaskReport> {
             digest: None,
             saved_ms: 0,
         });
-        running_names.remove(&report.name);
         let succeeded = matches!(
             report.status,
             TaskStatus::Executed | TaskStatus::Cached(_) | TaskStatus::Shared

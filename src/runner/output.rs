@@ -6,6 +6,7 @@
 //! Labelled output is for reading: every line, and every piece of a line too long to buffer,
 //! gets its label and ends with a newline, so parallel tasks' lines never run together.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::sync::Mutex;
@@ -76,6 +77,9 @@ pub(crate) struct Printer {
     color: bool,
     width: usize,
     progress: ProgressBar,
+    /// The tasks whose processes run now, as the progress line names them. A std mutex, held
+    /// only to update the set and the line.
+    executing: Mutex<BTreeSet<String>>,
     /// Held while one line is written, so lines of parallel tasks never interleave; says which
     /// streams a lone task's output left mid-line.
     lock: Mutex<MidLine>,
@@ -118,7 +122,15 @@ impl Printer {
         } else {
             ProgressBar::hidden()
         };
-        Printer { names, prefix, color, width, progress, lock: Mutex::default() }
+        Printer {
+            names,
+            prefix,
+            color,
+            width,
+            progress,
+            executing: Mutex::default(),
+            lock: Mutex::default(),
+        }
     }
 
     fn label(&self, task: &str) -> String {
@@ -222,19 +234,45 @@ impl Printer {
         self.write_own(line);
     }
 
-    /// Updates the progress line (when there is one): `done` finished, `running` named.
-    pub(crate) fn progress<'a>(&self, done: usize, running: impl IntoIterator<Item = &'a String>) {
+    /// Updates the progress line's count (when there is one): `done` tasks finished.
+    pub(crate) fn progress(&self, done: usize) {
+        self.progress.set_position(done as u64);
+    }
+
+    /// Names `task` on the progress line while its process runs: the line shows what
+    /// executes, not the tasks waiting for a job slot, a key or a lookup. Dropping the guard
+    /// takes the name off.
+    pub(crate) fn executing(&self, task: &str) -> Executing<'_> {
+        self.update_executing(|executing| executing.insert(task.to_owned()));
+        Executing { printer: self, task: task.to_owned() }
+    }
+
+    fn update_executing(&self, change: impl FnOnce(&mut BTreeSet<String>) -> bool) {
         if self.progress.is_hidden() {
             return;
         }
-        self.progress.set_position(done as u64);
-        let running: Vec<&str> = running.into_iter().map(String::as_str).collect();
-        self.progress.set_message(running.join(", "));
+        let mut executing = self.executing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if change(&mut executing) {
+            let names: Vec<&str> = executing.iter().map(String::as_str).collect();
+            self.progress.set_message(names.join(", "));
+        }
     }
 
     /// Removes the progress line.
     pub(crate) fn finish(&self) {
         self.progress.finish_and_clear();
+    }
+}
+
+/// A task named on the progress line while its process runs (see [`Printer::executing`]).
+pub(crate) struct Executing<'a> {
+    printer: &'a Printer,
+    task: String,
+}
+
+impl Drop for Executing<'_> {
+    fn drop(&mut self) {
+        self.printer.update_executing(|executing| executing.remove(&self.task));
     }
 }
 

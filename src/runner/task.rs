@@ -41,6 +41,7 @@ pub(super) async fn execute(
         // Timed from here, so a task that waited for its slot does not record the wait as
         // time a hit saves.
         let _slot = slots.acquire_owned().await.map_err(io::Error::other)?;
+        let _shown = printer.executing(&spawn.task);
         let started = Instant::now();
         match process::run(&spawn, &printer, cancel).await? {
             (Ended::Exited(exit_code), stdout, stderr) => {

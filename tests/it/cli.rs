@@ -170,6 +170,30 @@ impl Project {
             .expect("spawn cuenv")
     }
 
+    /// `cuenv ARGS` as [`Project::run`], but on a terminal: under `script`, which gives it a
+    /// pseudo-terminal (an xterm, as `TERM` says) and prints what appeared there (stdout and
+    /// stderr together).
+    fn run_on_terminal(&self, args: &[&str]) -> Run {
+        let inner = self.command(args, &[("TERM", "xterm")]);
+        let quote = |word: &str| format!("'{}'", word.replace('\'', r"'\''"));
+        let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_cuenv"))
+            .chain(args.iter().copied())
+            .map(quote)
+            .collect();
+        let mut script = Command::new("script");
+        script
+            .args(["-qfec", &line.join(" "), "/dev/null"])
+            .current_dir(self.root())
+            .env_clear()
+            .stdin(Stdio::null());
+        for (name, value) in inner.get_envs() {
+            if let Some(value) = value {
+                script.env(name, value);
+            }
+        }
+        script.output().expect("run `script` (util-linux), which gives cuenv a terminal").into()
+    }
+
     /// Every regular file under `sub` of the cache's store (`v1/cas`, `v1/ac`).
     fn store_files(&self, sub: &str) -> Vec<PathBuf> {
         crate::support::files_under(&self.cache().join("v1").join(sub))
@@ -456,6 +480,27 @@ fn jobs_bounds_parallelism() {
         parallel.as_secs_f64() < 0.6 * serial.as_secs_f64(),
         "-j {N} took {parallel:?}, -j 1 took {serial:?}"
     );
+}
+
+/// On a terminal, the progress line names the tasks whose processes run, not those waiting for
+/// a job slot: with `-j 1`, one at a time.
+#[test]
+fn the_progress_line_names_the_tasks_that_execute_and_no_others() {
+    let names = ["t0", "t1", "t2"];
+    let mut toml = String::new();
+    for name in names {
+        toml.push_str(&format!("[tasks.{name}]\ncommand = '{}; sleep 0.4'\n", mark("t")));
+    }
+    let p = Project::new(&toml);
+    let run = p.run_on_terminal(&["run", "--all", "-j", "1"]).ok();
+    assert_eq!(p.runs("t"), 3);
+    let frames: Vec<&str> =
+        run.stdout.split(['\r', '\n']).filter(|frame| frame.contains("/3]")).collect();
+    let named = |frame: &str| names.iter().filter(|name| frame.contains(*name)).count();
+    assert!(frames.iter().any(|frame| named(frame) == 1), "no frame names a task:\n{}", run.stdout);
+    for frame in &frames {
+        assert!(named(frame) <= 1, "{frame:?} names tasks that wait:\n{}", run.stdout);
+    }
 }
 
 /// The time a hit saves is the time its task ran, not the time it waited for a job slot: with
