@@ -94,7 +94,19 @@ impl RemoteSettings {
             tuning: RemoteTuning::default(),
         }
     }
+
+    /// How long opening a connection (TCP, and TLS for `grpcs://`) may take: `timeout`, but
+    /// at most [`CONNECT_TIMEOUT`].
+    pub fn connect_timeout(&self) -> Duration {
+        self.timeout.min(CONNECT_TIMEOUT)
+    }
 }
+
+/// The longest a connection to the remote may take to open, whatever `timeout` says. A server
+/// that can be reached connects within a round trip or two; one that cannot (a host that is
+/// down or firewalled, an address reachable only over a VPN that is off) drops the attempt
+/// silently, and would otherwise hold a run's first lookup for the whole `timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for RemoteSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

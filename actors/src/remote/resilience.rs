@@ -15,6 +15,8 @@
 //!   flight has used all its attempts. At `tuning.breaker_threshold` failures in a row it opens
 //!   (one warning), refuses calls for `tuning.breaker_cooldown`, then lets one probe through
 //!   (half-open): success closes it, failure reopens it quietly.
+//! - Opening a connection has its own, shorter deadline (`RemoteSettings::connect_timeout`);
+//!   an attempt that fails after waiting it out missed a deadline, and says so.
 //! - Capabilities come first on every client, so their negotiation is stricter: an attempt
 //!   that meets its deadline is not retried, and a negotiation that fails for the server's
 //!   sake opens the breaker at once (`Breaker::trip`). A server that accepts connections and
@@ -320,12 +322,26 @@ impl RemoteClient {
             .await
             .map_err(|_| (Status::cancelled("the remote client is shutting down"), None))?;
         let timeout = inner.settings.timeout;
+        let began = Instant::now();
         let status = match within(timeout, progress, attempt(inner.rpc.clone())).await {
             Some(Ok(value)) => {
                 inner.in_flight.succeeded();
                 return Ok(value);
             }
-            Some(Err(status)) => transport_is_unavailable(status),
+            Some(Err(status)) => {
+                let status = transport_is_unavailable(status);
+                let connect_timeout = inner.settings.connect_timeout();
+                // Unreachable for the whole connect timeout: a deadline passed, and it is
+                // reported (and retried, or not) as one.
+                if status.code() == tonic::Code::Unavailable && began.elapsed() >= connect_timeout {
+                    Status::deadline_exceeded(format!(
+                        "no connection within {connect_timeout:?}: {}",
+                        status.message()
+                    ))
+                } else {
+                    status
+                }
+            }
             None if progress.is_some() => {
                 Status::deadline_exceeded(format!("no progress within {timeout:?}"))
             }

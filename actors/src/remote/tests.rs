@@ -423,6 +423,63 @@ async fn a_server_that_never_negotiates_costs_one_deadline() {
     assert!(matches!(later, RemoteError::CircuitOpen { .. }), "{later:?}");
 }
 
+/// A listening socket whose accept queue is full, with the connections that fill it: the
+/// kernel drops further connection attempts without a word, as a host that is down or behind
+/// a firewall does.
+fn unreachable_address() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; it becomes the listener.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let listener = std::net::TcpListener::from_raw_fd(fd);
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be() },
+            sin_zero: [0; 8],
+        };
+        let length = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, std::ptr::addr_of!(address).cast(), length);
+        assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::listen(fd, 0), 0, "listen: {}", std::io::Error::last_os_error());
+        listener
+    };
+    let address = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_millis(300)) {
+            Ok(stream) => queued.push(stream),
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(error) => panic!("filling the accept queue: {error}"),
+        }
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    (listener, queued)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_cannot_be_reached_costs_one_connect_timeout() {
+    let (listener, _queued) = unreachable_address();
+    let mut settings = RemoteSettings::new(format!("grpc://{}", listener.local_addr().unwrap()));
+    settings.timeout = Duration::from_secs(30);
+    assert_eq!(settings.connect_timeout(), CONNECT_TIMEOUT);
+    let client = RemoteClient::connect(settings).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let error = client.caps().await.map(|_| ()).unwrap_err();
+    let waited = started.elapsed();
+    // Waiting for the whole `timeout`, or retrying the connection, would take 30 s or more.
+    assert!(matches!(&error, RemoteError::Rpc { code: Code::DeadlineExceeded, .. }), "{error:?}");
+    assert!(error.to_string().contains("no connection within 5s"), "{error}");
+    assert!(waited >= CONNECT_TIMEOUT && waited < Duration::from_secs(6), "{waited:?}");
+    assert!(client.circuit_open());
+
+    // A short `timeout` bounds the connection too.
+    let mut settings = RemoteSettings::new("grpc://127.0.0.1:1");
+    settings.timeout = Duration::from_secs(2);
+    assert_eq!(settings.connect_timeout(), Duration::from_secs(2));
+}
+
 #[tokio::test]
 async fn a_burst_of_uploads_waits_for_the_mailbox_and_none_is_dropped() {
     use crate::disk::{DiskSettings, EvictionPolicy};

@@ -85,7 +85,7 @@ fn endpoint(settings: &RemoteSettings) -> Result<Endpoint, RemoteError> {
         .map_err(|error| invalid(error.to_string()))?
         // No channel-wide request timeout: every attempt runs under the client's own deadline
         // (`resilience.rs`), which reports a missed one as DEADLINE_EXCEEDED.
-        .connect_timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout())
         .tcp_nodelay(true);
     if !tls {
         if settings.ca_cert.is_some() || settings.domain_name.is_some() {
