@@ -322,26 +322,19 @@ impl RemoteClient {
             .await
             .map_err(|_| (Status::cancelled("the remote client is shutting down"), None))?;
         let timeout = inner.settings.timeout;
-        let began = Instant::now();
         let status = match within(timeout, progress, attempt(inner.rpc.clone())).await {
             Some(Ok(value)) => {
                 inner.in_flight.succeeded();
                 return Ok(value);
             }
-            Some(Err(status)) => {
-                let status = transport_is_unavailable(status);
-                let connect_timeout = inner.settings.connect_timeout();
-                // Unreachable for the whole connect timeout: a deadline passed, and it is
-                // reported (and retried, or not) as one.
-                if status.code() == tonic::Code::Unavailable && began.elapsed() >= connect_timeout {
-                    Status::deadline_exceeded(format!(
-                        "no connection within {connect_timeout:?}: {}",
-                        status.message()
-                    ))
-                } else {
-                    status
-                }
-            }
+            // A connection that did not open within the connect timeout missed a deadline,
+            // and is reported (and retried, or not) as one.
+            Some(Err(status)) if connect_timed_out(&status) => Status::deadline_exceeded(format!(
+                "no connection within {:?}: {}",
+                inner.settings.connect_timeout(),
+                status.message()
+            )),
+            Some(Err(status)) => transport_is_unavailable(status),
             None if progress.is_some() => {
                 Status::deadline_exceeded(format!("no progress within {timeout:?}"))
             }
@@ -362,6 +355,22 @@ impl RemoteClient {
         };
         Err((status, pushback))
     }
+}
+
+/// Whether `status` is a connection that did not open in time: the connector reports that as
+/// an I/O error of kind `TimedOut` among its causes.
+fn connect_timed_out(status: &Status) -> bool {
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// tonic reports a connection that broke mid-call (the server died, a proxy reset it) as
