@@ -375,17 +375,23 @@ fn connect_timed_out(status: &Status) -> bool {
 
 /// tonic reports a connection that broke mid-call (the server died, a proxy reset it) as
 /// `UNKNOWN` "transport error"; it means the server is unreachable, so it becomes
-/// `UNAVAILABLE` (retried, counted by the breaker) with the cause in the message.
+/// `UNAVAILABLE` (retried, counted by the breaker). Either way the causes join the message:
+/// "tcp connect error" alone does not say whether the connection was refused or timed out.
 fn transport_is_unavailable(status: Status) -> Status {
     let Some(source) = std::error::Error::source(&status) else { return status };
-    if status.code() != tonic::Code::Unknown || !source.is::<tonic::transport::Error>() {
-        return status;
-    }
+    let code = if status.code() == tonic::Code::Unknown && source.is::<tonic::transport::Error>() {
+        tonic::Code::Unavailable
+    } else {
+        status.code()
+    };
     let mut message = status.message().to_owned();
     let mut cause = Some(source);
     while let Some(error) = cause {
-        message = format!("{message}: {error}");
+        let text = error.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
         cause = error.source();
     }
-    Status::unavailable(message)
+    Status::new(code, message)
 }

@@ -276,6 +276,14 @@ async fn transient_failures_are_retried_with_backoff() {
     );
 }
 
+#[tokio::test]
+async fn a_refused_connection_says_so() {
+    let client = offline_client(1, 5).await;
+    let error = client.caps().await.map(|_| ()).unwrap_err();
+    assert!(matches!(&error, RemoteError::Rpc { code: Code::Unavailable, .. }), "{error:?}");
+    assert!(error.to_string().contains("Connection refused"), "{error}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stream_has_as_long_as_it_keeps_moving_and_one_deadline_once_it_stops() {
     // The deadline is 5 s. A stream moving a chunk a second for 30 s completes.
