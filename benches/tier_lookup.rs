@@ -93,7 +93,7 @@ fn store_small(store: &DiskStore, task: &str) -> (Digest, ActionResult) {
                 path: format!("out/file{index}.bin"),
                 digest: store.put_bytes(&bytes).unwrap(),
                 size: 4096,
-                executable: false,
+                mode: 0o644,
             }
         })
         .collect();
@@ -220,8 +220,7 @@ fn bench_store_large(c: &mut Criterion, source: &Path, scratch: &Path) {
                 };
                 timed(iterations, reset, || {
                     let (digest, size) = store.put_file(source).unwrap();
-                    let file =
-                        OutputFile { path: "out/big.bin".into(), digest, size, executable: false };
+                    let file = OutputFile { path: "out/big.bin".into(), digest, size, mode: 0o644 };
                     let result = result("large", LogRef::EMPTY, vec![file]);
                     store.put_record(&result.manifest.digest(), &result).unwrap();
                 })
@@ -257,7 +256,7 @@ fn bench_store_many(c: &mut Criterion, scratch: &Path) {
         let absolute = scratch.join("many").join(&path);
         fs::create_dir_all(absolute.parent().unwrap()).unwrap();
         fs::write(&absolute, format!("output file {i}\n")).unwrap();
-        captured.files.push((path, absolute, false));
+        captured.files.push((path, absolute, 0o644));
     }
     let mut group = c.benchmark_group("tier_store");
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
@@ -306,7 +305,7 @@ fn tier_lookup(c: &mut Criterion) {
     let (small_digest, small) = store_small(&store, "small");
     let source = large_source(scratch.path());
     let (digest, size) = store.put_file(&source).unwrap();
-    let file = OutputFile { path: "out/big.bin".into(), digest, size, executable: false };
+    let file = OutputFile { path: "out/big.bin".into(), digest, size, mode: 0o644 };
     let large = result("large", LogRef::EMPTY, vec![file]);
     store.put_record(&large.manifest.digest(), &large).unwrap();
     // Page cache warm: every file read once.

@@ -22,6 +22,21 @@ pub fn temp_path(dir: &Path, hint: &str) -> PathBuf {
     dir.join(format!(".{hint}.{}.{count}.{nanos}{TEMP_SUFFIX}", std::process::id()))
 }
 
+/// This process's umask, read once (from `/proc/self/status`, which reads it without
+/// changing it; `0o022` where that is unavailable).
+pub fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|line| line.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .map_or(0o022, |mask| mask & 0o777)
+    })
+}
+
 /// Opens `path` for reading without waiting: a named pipe (swapped in after a stat said it was
 /// a file) opens at once instead of waiting for a writer; a regular file ignores the flag.
 pub fn open_nonblocking(path: &Path) -> io::Result<File> {

@@ -74,8 +74,22 @@ pub struct OutputFile {
     pub digest: Digest,
     /// Size in bytes.
     pub size: u64,
-    /// Whether any execute bit was set.
-    pub executable: bool,
+    /// The permission bits the task left on it (`0o777` at most). A restore sets them less
+    /// the restoring process's umask, as `tar` does for an ordinary user, so a file the task
+    /// made private or read-only comes back so.
+    pub mode: u32,
+}
+
+impl OutputFile {
+    /// The mode of a file recorded before modes were: `0o755` or `0o644`.
+    pub fn mode_of(executable: bool) -> u32 {
+        if executable { 0o755 } else { 0o644 }
+    }
+
+    /// Whether any execute bit is set.
+    pub fn executable(&self) -> bool {
+        self.mode & 0o111 != 0
+    }
 }
 
 /// One output symlink.

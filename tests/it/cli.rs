@@ -264,6 +264,49 @@ outputs = ["dist"]
     assert_eq!(read("dist/link"), big);
 }
 
+/// A restored file gets the mode the task left on it, less the umask (as `tar` extracts for
+/// an ordinary user): a private or read-only output comes back private or read-only, not 0644.
+#[test]
+fn restored_files_keep_their_modes_less_the_umask() {
+    use std::os::unix::process::CommandExt;
+    let modes = [0o600, 0o444, 0o750, 0o644];
+    let p = Project::new(&format!(
+        r#"[tasks.m]
+command = '{}; mkdir -p out && for m in 600 444 750 644; do echo $m > out/f$m; chmod $m out/f$m; done'
+outputs = ["out/**"]
+"#,
+        mark("m")
+    ));
+    let mode_of = |m: u32| {
+        fs::metadata(p.path(&format!("out/f{m:o}"))).expect("output").permissions().mode() & 0o777
+    };
+    p.run(&["run", "m"]).ok();
+    assert_eq!(modes.map(mode_of), modes, "as the task left them");
+    fs::remove_dir_all(p.path("out")).expect("remove outputs");
+    assert!(p.run(&["run", "m"]).ok().hit("m"));
+    assert_eq!(modes.map(mode_of), modes, "restored");
+
+    // A file in place with the right content but another mode is set right.
+    fs::set_permissions(p.path("out/f600"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(p.run(&["run", "m"]).ok().hit("m"));
+    assert_eq!(mode_of(0o600), 0o600);
+
+    // Under umask 077 the group and other bits fall away, as they would have for the task.
+    fs::remove_dir_all(p.path("out")).expect("remove outputs");
+    let mut command = p.command(&["run", "m"], &[]);
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let run: Run = command.output().expect("run cuenv").into();
+    assert!(run.ok().hit("m"));
+    assert_eq!(modes.map(mode_of), modes.map(|m| m & 0o700));
+    assert_eq!(p.runs("m"), 1);
+}
+
 #[test]
 fn empty_directories_an_output_glob_matches_are_restored() {
     let p = Project::new(&format!(

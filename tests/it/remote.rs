@@ -50,19 +50,19 @@ fn manifest(task: &str) -> KeyManifest {
     }
 }
 
-/// Stores a result in `store` with one output file per `(path, content, executable)`.
+/// Stores a result in `store` with one output file per `(path, content, mode)`.
 fn put_result(
     store: &DiskStore,
     task: &str,
-    files: &[(&str, Vec<u8>, bool)],
+    files: &[(&str, Vec<u8>, u32)],
 ) -> (Digest, ActionResult) {
     let mut output_files: Vec<OutputFile> = files
         .iter()
-        .map(|(path, content, executable)| OutputFile {
+        .map(|(path, content, mode)| OutputFile {
             path: (*path).to_owned(),
             digest: store.put_bytes(content).unwrap(),
             size: content.len() as u64,
-            executable: *executable,
+            mode: *mode,
         })
         .collect();
     output_files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -136,9 +136,9 @@ async fn round_trip(
     from: &DiskStore,
     to: &DiskStore,
     task: &str,
-    files: &[(String, Vec<u8>, bool)],
+    files: &[(String, Vec<u8>, u32)],
 ) {
-    let files: Vec<(&str, Vec<u8>, bool)> =
+    let files: Vec<(&str, Vec<u8>, u32)> =
         files.iter().map(|(p, c, x)| (p.as_str(), c.clone(), *x)).collect();
     let (digest, result) = put_result(from, task, &files);
     assert_eq!(client.upload(&digest, &result, from).await.unwrap(), UploadOutcome::Uploaded);
@@ -154,10 +154,10 @@ async fn round_trips_a_result_through_the_remote() {
     let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
     let big: Vec<u8> = (0..5 * 1024 * 1024 + 7).map(|i: u32| (i % 251) as u8).collect();
     let files = [
-        ("out/bin", b"\x7fELF binary".to_vec(), true),
-        ("out/small.txt", b"hello".to_vec(), false),
-        ("out/big.bin", big, false),
-        ("out/empty", Vec::new(), false),
+        ("out/bin", b"\x7fELF binary".to_vec(), 0o755),
+        ("out/small.txt", b"hello".to_vec(), 0o600),
+        ("out/big.bin", big, 0o644),
+        ("out/empty", Vec::new(), 0o444),
     ];
     let (digest, result) = put_result(&store_a, "build", &files);
     assert!(
@@ -194,7 +194,7 @@ async fn a_remote_result_writes_only_where_the_task_declares_outputs() {
     // What a poisoned cache would serve for this action: a git hook, and a source file, beside
     // the declared `out/**`.
     for path in [".git/hooks/post-checkout", "src/a/main.c", "out/.git/config"] {
-        let files = [("out/ok", b"ok".to_vec(), false), (path, b"#!/bin/sh\n".to_vec(), true)];
+        let files = [("out/ok", b"ok".to_vec(), 0o644), (path, b"#!/bin/sh\n".to_vec(), 0o755)];
         let (digest, result) = put_result(&store_a, path, &files);
         assert_eq!(
             client.upload(&digest, &result, &store_a).await.unwrap(),
@@ -223,10 +223,16 @@ async fn many_outputs_are_stored_together_on_download() {
     let store_b = DiskStore::open(settings, cuenv_actors::key_gen::hash_pool(2).unwrap()).unwrap();
     // Sixty under the 64-byte inline threshold, held in memory until the record is made, and
     // forty over it, stored in a group as they arrive; every fifth small one repeats a content.
-    let mut files: Vec<(String, Vec<u8>, bool)> = (0..60)
-        .map(|i| (format!("out/f{i:02}"), format!("part {}", i % 48).into_bytes(), i % 9 == 0))
+    let mut files: Vec<(String, Vec<u8>, u32)> = (0..60)
+        .map(|i| {
+            (
+                format!("out/f{i:02}"),
+                format!("part {}", i % 48).into_bytes(),
+                if i % 9 == 0 { 0o755 } else { 0o644 },
+            )
+        })
         .collect();
-    files.extend((0..40).map(|i| (format!("out/g{i:02}"), vec![i as u8; 300], false)));
+    files.extend((0..40).map(|i| (format!("out/g{i:02}"), vec![i as u8; 300], 0o644)));
     round_trip(&client, &store_a, &store_b, "many", &files).await;
 }
 
@@ -244,14 +250,14 @@ async fn small_batch_limit_moves_blobs_through_bytestream_and_many_batches() {
     assert_eq!(client.capabilities().await.unwrap().max_batch_bytes, 4096);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
-    let mut files: Vec<(String, Vec<u8>, bool)> =
-        (0..10).map(|i| (format!("out/part{i}"), vec![i as u8; 1500], false)).collect();
-    files.push(("out/large".to_owned(), (0..100_000u32).map(|i| (i % 13) as u8).collect(), false));
+    let mut files: Vec<(String, Vec<u8>, u32)> =
+        (0..10).map(|i| (format!("out/part{i}"), vec![i as u8; 1500], 0o644)).collect();
+    files.push(("out/large".to_owned(), (0..100_000u32).map(|i| (i % 13) as u8).collect(), 0o644));
     // Streamed from and into the stores' files in 1 MiB chunks, the last one short.
     files.push((
         "out/larger".to_owned(),
         (0..2_500_000u32).map(|i| (i % 251) as u8).collect(),
-        true,
+        0o755,
     ));
     round_trip(&client, &store_a, &store_b, "chunks", &files).await;
 }
@@ -263,7 +269,7 @@ async fn a_streamed_blob_damaged_on_the_server_is_a_miss_that_leaves_nothing_beh
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
     let large: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
-    let (digest, result) = put_result(&store_a, "damaged", &[("out/large", large.clone(), false)]);
+    let (digest, result) = put_result(&store_a, "damaged", &[("out/large", large.clone(), 0o644)]);
     assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
     let stored = grid.stored_blobs_of_size(large.len() as u64);
     assert_eq!(stored.len(), 1, "{stored:?}");
@@ -292,7 +298,7 @@ async fn an_overloaded_server_narrows_the_calls_in_flight_instead_of_failing_the
     let (store_a, store_b) =
         (Arc::new(disk_store(dir_a.path())), Arc::new(disk_store(dir_b.path())));
     let results: Vec<(Digest, ActionResult)> = (0..48)
-        .map(|i| put_result(&store_a, &format!("task{i}"), &[("out/n", vec![i as u8; 100], false)]))
+        .map(|i| put_result(&store_a, &format!("task{i}"), &[("out/n", vec![i as u8; 100], 0o644)]))
         .collect();
     let mut settings = grid.settings();
     settings.max_concurrent = 48;
@@ -390,7 +396,7 @@ async fn read_only_server_serves_downloads_and_skips_uploads() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
     let (digest, result) =
-        put_result(&store_a, "shared", &[("out/lib.a", b"archive".to_vec(), false)]);
+        put_result(&store_a, "shared", &[("out/lib.a", b"archive".to_vec(), 0o644)]);
     let mut writer_settings = grid.settings();
     writer_settings.instance_name = "writer".to_owned();
     let writer = RemoteClient::connect(writer_settings).await.unwrap();
@@ -438,7 +444,7 @@ async fn refused_tokens_get_clear_errors() {
     client.check().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = disk_store(dir.path());
-    let (digest, result) = put_result(&store, "authed", &[("out/x", b"x".to_vec(), false)]);
+    let (digest, result) = put_result(&store, "authed", &[("out/x", b"x".to_vec(), 0o644)]);
     assert_eq!(client.upload(&digest, &result, &store).await.unwrap(), UploadOutcome::Uploaded);
 }
 
@@ -457,7 +463,7 @@ async fn tls_with_a_custom_ca_checks_and_round_trips() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store_a, store_b) = (disk_store(dir_a.path()), disk_store(dir_b.path()));
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
-    let files = [("out/tls.txt", b"over TLS".to_vec(), false), ("out/big.bin", big, true)];
+    let files = [("out/tls.txt", b"over TLS".to_vec(), 0o644), ("out/big.bin", big, 0o755)];
     let (digest, result) = put_result(&store_a, "tls", &files);
     assert_eq!(client.upload(&digest, &result, &store_a).await.unwrap(), UploadOutcome::Uploaded);
     let downloaded = client.download(&digest, &result.manifest, &store_b).await.unwrap();

@@ -133,7 +133,7 @@ pub(crate) fn expected(n: u64) -> (Digest, ActionResult) {
             path: path.clone(),
             digest: Digest::of(bytes),
             size: bytes.len() as u64,
-            executable: false,
+            mode: 0o644,
         })
         .collect();
     result_of(n, stdout, output_files)
@@ -183,7 +183,7 @@ pub(crate) fn write_key(store: &DiskStore, n: u64, scratch: &Path) -> io::Result
         } else {
             (store.put_bytes(bytes)?, bytes.len() as u64)
         };
-        output_files.push(OutputFile { path: path.clone(), digest, size, executable: false });
+        output_files.push(OutputFile { path: path.clone(), digest, size, mode: 0o644 });
     }
     let stdout = store.log_ref(content.stdout)?;
     let (digest, result) = result_of(n, stdout, output_files);

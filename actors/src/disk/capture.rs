@@ -19,8 +19,8 @@ use crate::result::{OutputFile, OutputSymlink};
 /// What a task's outputs globs matched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapturedOutputs {
-    /// Files: (path relative to the root, absolute path, executable).
-    pub files: Vec<(String, PathBuf, bool)>,
+    /// Files: (path relative to the root, absolute path, permission bits).
+    pub files: Vec<(String, PathBuf, u32)>,
     /// Directories a literal output names or holds, or a glob matches, relative to the root.
     pub dirs: Vec<String>,
     /// Symlinks, relative to the root.
@@ -110,7 +110,7 @@ impl CapturedOutputs {
             let target = target.map_err(|_| CaptureError::NotUtf8 { path: absolute })?;
             self.symlinks.push(OutputSymlink { path, target });
         } else if metadata.is_file() {
-            self.files.push((path, absolute, metadata.permissions().mode() & 0o111 != 0));
+            self.files.push((path, absolute, metadata.permissions().mode() & 0o777));
         } else {
             // A named pipe, socket or device has no content to store or restore.
             tracing::warn!(output = %path, "an output is not a regular file or a symlink; it is not cached");
@@ -199,9 +199,9 @@ impl DiskStore {
     /// Stores every captured file as a blob, in `captured.files` order (in parallel when there
     /// are many: see [`DiskStore::store_each`]).
     pub fn store_outputs(&self, captured: &CapturedOutputs) -> io::Result<Vec<OutputFile>> {
-        self.store_each(&captured.files, |(path, absolute, executable)| {
+        self.store_each(&captured.files, |(path, absolute, mode)| {
             let (digest, size) = self.put_file(absolute)?;
-            Ok(OutputFile { path: path.clone(), digest, size, executable: *executable })
+            Ok(OutputFile { path: path.clone(), digest, size, mode: *mode })
         })
     }
 }

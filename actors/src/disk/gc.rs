@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use super::index::{self, Entry, Index};
 use super::layout::Layout;
-use super::{DiskStore, EvictionPolicy, decode_record, now_ms};
+use super::{DiskStore, EvictionPolicy, RecordDamage, decode_record, now_ms};
 use crate::{Digest, fsio};
 
 /// Records and blobs younger than this are never evicted.
@@ -181,7 +181,14 @@ fn reconcile(
                 };
                 index.insert(*digest, entry);
             }
-            Err(reason) => {
+            // An older format's record is garbage (no key reaches it); a newer one's belongs
+            // to a newer cuenv sharing this directory.
+            Err(RecordDamage::OtherVersion { older }) => {
+                if older {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+            Err(RecordDamage::Damaged(reason)) => {
                 tracing::warn!(path = %path.display(), %reason, "removed a damaged cache record during gc");
                 let _ = fs::remove_file(&path);
                 report.corrupt_removed += 1;

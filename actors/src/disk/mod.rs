@@ -42,7 +42,9 @@ use crate::result::ActionResult;
 use crate::{Digest, envelope, fsio};
 
 const RECORD_MAGIC: [u8; 4] = *b"CUAR";
-const RECORD_VERSION: u16 = 1;
+/// 2: output files record their mode. Keys changed with it (`KEY_FORMAT_VERSION`), so a
+/// record of another version is never one a lookup asks for.
+const RECORD_VERSION: u16 = 2;
 
 /// Which records eviction removes first. (The user-facing spelling and parsing live with the
 /// configuration in the `cuenv` crate.)
@@ -181,7 +183,12 @@ impl DiskStore {
         };
         let result = match decode_record(&bytes) {
             Ok(result) => result,
-            Err(reason) => return self.corrupt(&path, reason),
+            Err(RecordDamage::OtherVersion { older: true }) => {
+                let _ = fs::remove_file(&path);
+                return RecordLookup::Miss;
+            }
+            Err(RecordDamage::OtherVersion { older: false }) => return RecordLookup::Miss,
+            Err(RecordDamage::Damaged(reason)) => return self.corrupt(&path, reason),
         };
         if result.manifest.digest() != *digest {
             return self
@@ -274,8 +281,23 @@ impl DiskStore {
     }
 }
 
-fn decode_record(bytes: &[u8]) -> Result<ActionResult, String> {
+/// Why a record file could not be read.
+enum RecordDamage {
+    /// Written in another format: an older one (garbage once keys changed with it, removed
+    /// quietly), or a newer one (a newer cuenv's, left alone).
+    OtherVersion { older: bool },
+    /// Damaged: removed, with a warning.
+    Damaged(String),
+}
+
+fn decode_record(bytes: &[u8]) -> Result<ActionResult, RecordDamage> {
     let payload =
-        envelope::open(RECORD_MAGIC, RECORD_VERSION, bytes).map_err(|error| error.to_string())?;
-    postcard::from_bytes(payload).map_err(|error| format!("undecodable record: {error}"))
+        envelope::open(RECORD_MAGIC, RECORD_VERSION, bytes).map_err(|error| match error {
+            envelope::EnvelopeError::UnknownVersion { found, expected } if found != expected => {
+                RecordDamage::OtherVersion { older: found < expected }
+            }
+            error => RecordDamage::Damaged(error.to_string()),
+        })?;
+    postcard::from_bytes(payload)
+        .map_err(|error| RecordDamage::Damaged(format!("undecodable record: {error}")))
 }

@@ -236,7 +236,7 @@ impl DiskStore {
                     buffer
                 }
             };
-            write_new_file(&parent, &target, bytes, file.executable).map_err(CopyOut::Io)
+            write_new_file(&parent, &target, bytes, restored_mode(file)).map_err(CopyOut::Io)
         });
         written.map(|()| file.size).map_err(|error| match error {
             CopyOut::Missing | CopyOut::Corrupt => {
@@ -252,16 +252,17 @@ thread_local! {
     static SMALL_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The mode of a restored file.
-fn mode(executable: bool) -> fs::Permissions {
-    fs::Permissions::from_mode(if executable { 0o755 } else { 0o644 })
+/// The mode a restored file gets: the recorded one less this process's umask.
+fn restored_mode(file: &OutputFile) -> u32 {
+    file.mode & 0o777 & !fsio::umask()
 }
 
 /// Writes `bytes` as a temp file in `parent`, sets its mode, and renames it over `target`.
-fn write_new_file(parent: &Path, target: &Path, bytes: &[u8], executable: bool) -> io::Result<()> {
+fn write_new_file(parent: &Path, target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let (mut temp_file, temp) = fsio::create_temp(parent, "out")?;
-    let written =
-        temp_file.write_all(bytes).and_then(|()| temp_file.set_permissions(mode(executable)));
+    let written = temp_file
+        .write_all(bytes)
+        .and_then(|()| temp_file.set_permissions(fs::Permissions::from_mode(mode)));
     drop(temp_file);
     let done = written.and_then(|()| replace(&temp, target));
     if done.is_err() {
@@ -295,7 +296,7 @@ impl DiskStore {
         let io_error = |source| RestoreError::Io { path: target.to_owned(), source };
         let outcome = match (verified, copied) {
             (Ok(found), Ok(len)) if found == file.digest && len == file.size => {
-                fs::set_permissions(&temp, mode(file.executable))
+                fs::set_permissions(&temp, fs::Permissions::from_mode(restored_mode(file)))
                     .and_then(|()| replace(&temp, target))
                     .map(|()| len)
                     .map_err(io_error)
@@ -318,7 +319,7 @@ impl DiskStore {
 }
 
 impl DiskStore {
-    /// Whether `target` already is `file`: a regular file of the same size and execute bit
+    /// Whether `target` already is `file`: a regular file of the same size and restored mode
     /// whose content hashes to the same digest. Then a restore leaves it alone (no rewrite, no
     /// new mtime), as when the outputs of a previous run are still there.
     ///
@@ -331,8 +332,8 @@ impl DiskStore {
         stamps: Option<&StatCache>,
     ) -> bool {
         let Ok(metadata) = fs::symlink_metadata(target) else { return false };
-        let executable = metadata.permissions().mode() & 0o111 != 0;
-        if !metadata.is_file() || metadata.len() != file.size || executable != file.executable {
+        let mode = metadata.permissions().mode() & 0o777;
+        if !metadata.is_file() || metadata.len() != file.size || mode != restored_mode(file) {
             return false;
         }
         let stamp = FileStamp::of(&metadata);

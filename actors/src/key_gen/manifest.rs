@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Digest;
 
-/// Bumped whenever the manifest's meaning or layout changes, so old keys can never collide with
-/// new ones.
-pub const KEY_FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the manifest's meaning or layout changes, or what a result records, so old
+/// keys can never collide with new ones (2: results record output files' modes).
+pub const KEY_FORMAT_VERSION: u32 = 2;
 
 const DIGEST_DOMAIN: &[u8] = b"cuenv action key\0";
 

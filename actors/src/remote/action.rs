@@ -94,6 +94,8 @@ fn command(manifest: &KeyManifest) -> reapi::Command {
         environment_variables,
         output_paths,
         working_directory: manifest.working_dir.clone(),
+        // Output files carry their mode (`NodeProperties.unix_mode`).
+        output_node_properties: vec!["unix_mode".to_owned()],
         ..Default::default()
     }
 }

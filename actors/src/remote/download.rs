@@ -344,7 +344,12 @@ fn to_local(
             path: file.path.clone(),
             digest: local_blob(&local, &digest.hash)?,
             size: u64::try_from(digest.size_bytes).unwrap_or(0),
-            executable: file.is_executable,
+            // The recorded mode when the uploader sent one, else what the execute bit says.
+            mode: file
+                .node_properties
+                .as_ref()
+                .and_then(|properties| properties.unix_mode.as_ref())
+                .map_or(OutputFile::mode_of(file.is_executable), |mode| mode.value & 0o777),
         });
     }
     output_files.sort_by(|a, b| a.path.cmp(&b.path));

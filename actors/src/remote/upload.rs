@@ -10,7 +10,7 @@
 //! `ExecutedActionMetadata.auxiliary_metadata` entry of type [`METADATA_TYPE`].
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
-use bazel_remote_apis::google::protobuf::{Any, Timestamp};
+use bazel_remote_apis::google::protobuf::{Any, Timestamp, UInt32Value};
 use prost::Message;
 
 use super::action::remote_action;
@@ -150,9 +150,12 @@ fn to_remote(
         output_files.push(reapi::OutputFile {
             path: file.path.clone(),
             digest: Some(digest),
-            is_executable: file.executable,
+            is_executable: file.executable(),
             contents,
-            ..Default::default()
+            node_properties: Some(reapi::NodeProperties {
+                unix_mode: Some(UInt32Value { value: file.mode }),
+                ..Default::default()
+            }),
         });
     }
     let output_directories = output_directories(caps, &result.output_dirs, &mut blobs);

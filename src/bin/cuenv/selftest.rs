@@ -93,7 +93,7 @@ fn probe(store: &DiskStore) -> Result<String, String> {
             path: "probe".into(),
             digest: blob,
             size: content.len() as u64,
-            executable: false,
+            mode: 0o644,
         }],
         output_dirs: Vec::new(),
         output_symlinks: Vec::new(),
