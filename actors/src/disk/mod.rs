@@ -25,6 +25,7 @@ mod tests;
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -117,7 +118,9 @@ impl DiskStore {
         if fs::metadata(&settings.cache_dir).is_ok_and(|metadata| !metadata.is_dir()) {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "it is not a directory"));
         }
-        fs::create_dir_all(&settings.cache_dir)?;
+        // Created private: results hold task logs and outputs, which may be secrets. A
+        // directory that exists keeps its mode (one shared on purpose stays shared).
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&settings.cache_dir)?;
         // The real path, one spelling for every process and message. (Walks know the cache
         // directory by identity, not by path: see `key_gen::SkipDirs`.)
         settings.cache_dir = fs::canonicalize(&settings.cache_dir)?;

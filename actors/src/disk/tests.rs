@@ -37,6 +37,22 @@ fn store(dir: &Path) -> DiskStore {
     store_in(dir, u64::MAX, EvictionPolicy::Lru)
 }
 
+/// A cache directory the store creates is private (results hold logs and outputs); one that
+/// exists keeps its mode.
+#[test]
+fn a_cache_directory_the_store_creates_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let created = dir.path().join("new/cache");
+    store(&created);
+    assert_eq!(mode(&created), 0o700);
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o775)).unwrap();
+    store(&shared);
+    assert_eq!(mode(&shared), 0o775);
+}
+
 /// Stores a result with one output file per `(path, content)` and returns its digest.
 fn put(store: &DiskStore, task: &str, outputs: &[(&str, &[u8])]) -> (Digest, ActionResult) {
     let output_files = outputs
