@@ -107,7 +107,7 @@ pub(super) fn run(store: &DiskStore, target: GcTarget) -> io::Result<GcReport> {
         let (expired, record_age) = {
             let entry = &index[&digest];
             (
-                target.max_age.is_some_and(|age| age_of(entry.last_access_ms) > age),
+                target.max_age.is_some_and(|age| age_of(entry.last_access_ms) >= age),
                 records[&digest].age,
             )
         };
@@ -206,7 +206,7 @@ fn eviction_order(
 ) -> Vec<Digest> {
     let mut order: Vec<(&Digest, &Entry)> =
         index.iter().filter(|(digest, _)| records.contains_key(digest)).collect();
-    let expired = |entry: &Entry| max_age.is_some_and(|age| age_of(entry.last_access_ms) > age);
+    let expired = |entry: &Entry| max_age.is_some_and(|age| age_of(entry.last_access_ms) >= age);
     order.sort_by(|(da, a), (db, b)| {
         let by_policy = match policy {
             EvictionPolicy::Lru => a.last_access_ms.cmp(&b.last_access_ms),
