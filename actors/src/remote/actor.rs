@@ -2,10 +2,14 @@
 //! background after a task finished, so an upload never delays a run.
 //!
 //! Downloads and uploads run as tasks in two `JoinSet`s the actor owns. A download whose
-//! caller stopped waiting ends at once. At shutdown it stops accepting work, waits for pending
+//! caller stopped waiting ends at once. At most twice the client's in-flight limit of
+//! downloads run as tasks; the rest wait in a queue, a few bytes each, since a download's task
+//! holds kilobytes of state before its first call (a run that prefetched 3,000 results once
+//! held them all). At shutdown it stops accepting work, waits for pending
 //! uploads up to a bound, and says how many it dropped. The
 //! remote's outcome counters are forwarded to the Stats actor (by `try_send`) as they change.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,9 +82,18 @@ struct RemoteActor {
     stats: StatsHandle,
     inbox: mpsc::Receiver<RemoteMessage>,
     downloads: JoinSet<()>,
+    /// Downloads waiting for room among the tasks (`downloads_at_once`).
+    queued: VecDeque<QueuedDownload>,
     uploads: JoinSet<()>,
     /// The counters last forwarded to Stats.
     reported: RemoteCounters,
+}
+
+/// A download waiting for its task.
+struct QueuedDownload {
+    digest: Digest,
+    manifest: Box<KeyManifest>,
+    reply: oneshot::Sender<Option<ActionResult>>,
 }
 
 impl RemoteHandle {
@@ -99,6 +112,7 @@ impl RemoteHandle {
             stats,
             inbox,
             downloads: JoinSet::new(),
+            queued: VecDeque::new(),
             uploads: JoinSet::new(),
             reported: RemoteCounters::default(),
         };
@@ -155,7 +169,10 @@ impl RemoteActor {
                     Some(message) => self.handle(message),
                     None => break None,
                 },
-                Some(_) = self.downloads.join_next(), if !self.downloads.is_empty() => self.report(),
+                Some(_) = self.downloads.join_next(), if !self.downloads.is_empty() => {
+                    self.start_queued();
+                    self.report();
+                }
                 Some(_) = self.uploads.join_next(), if !self.uploads.is_empty() => self.report(),
             }
         };
@@ -168,7 +185,12 @@ impl RemoteActor {
                 message => self.handle(message),
             }
         }
-        while self.downloads.join_next().await.is_some() {}
+        loop {
+            self.start_queued();
+            if self.downloads.join_next().await.is_none() {
+                break;
+            }
+        }
         let wait = shutdown.as_ref().map_or(Duration::from_secs(10), |(wait, _)| *wait);
         let outcome = self.drain_uploads(wait).await;
         self.report();
@@ -200,11 +222,8 @@ impl RemoteActor {
     fn handle(&mut self, message: RemoteMessage) {
         match message {
             RemoteMessage::Download { digest, manifest, reply } => {
-                let (client, store) = (self.client.clone(), Arc::clone(&self.store));
-                // What an abandoned download stored so far is complete blobs, and no record.
-                self.downloads.spawn(answer_while_awaited(reply, async move {
-                    client.download_or_miss(&digest, &manifest, &store).await
-                }));
+                self.queued.push_back(QueuedDownload { digest, manifest, reply });
+                self.start_queued();
             }
             RemoteMessage::Upload { digest, result } => {
                 let (client, store) = (self.client.clone(), Arc::clone(&self.store));
@@ -223,6 +242,30 @@ impl RemoteActor {
             RemoteMessage::Shutdown { reply, .. } => {
                 let _ = reply.send(RemoteShutdown::default());
             }
+        }
+    }
+
+    /// The most downloads running as tasks at once: twice the in-flight limit, so one that
+    /// is between calls (storing what it received) leaves another to keep the calls going.
+    fn downloads_at_once(&self) -> usize {
+        self.client.settings().max_concurrent.saturating_mul(2).max(1)
+    }
+
+    /// Starts queued downloads while there is room; one whose caller stopped waiting is
+    /// dropped unstarted.
+    fn start_queued(&mut self) {
+        while self.downloads.len() < self.downloads_at_once() {
+            let Some(QueuedDownload { digest, manifest, reply }) = self.queued.pop_front() else {
+                return;
+            };
+            if reply.is_closed() {
+                continue;
+            }
+            let (client, store) = (self.client.clone(), Arc::clone(&self.store));
+            // What an abandoned download stored so far is complete blobs, and no record.
+            self.downloads.spawn(answer_while_awaited(reply, async move {
+                client.download_or_miss(&digest, &manifest, &store).await
+            }));
         }
     }
 
