@@ -38,10 +38,10 @@ pub(super) async fn execute(
     let slots = Arc::clone(&context.slots);
     let execute_fn = move || async move {
         // The slot is held while the process runs, and only then.
-        // Timed from here, so a task that waited for its slot does not record the wait as
-        // time a hit saves.
         let _slot = slots.acquire_owned().await.map_err(io::Error::other)?;
         let _shown = printer.executing(&spawn.task);
+        // Timed from here, so a task that waited for its slot does not record the wait as
+        // time a hit saves.
         let started = Instant::now();
         match process::run(&spawn, &printer, cancel).await? {
             (Ended::Exited(exit_code), stdout, stderr) => {

@@ -129,13 +129,16 @@ fn unknown_task_message(name: &str, suggestion: Option<&str>, available: &[Strin
     }
     // A big monorepo defines thousands of tasks: list a screenful, preferring the names that
     // contain the one asked for (`build` finds `pkg-a:build`).
-    let lowered = name.to_lowercase();
-    let containing: Vec<&String> =
-        available.iter().filter(|task| task.to_lowercase().contains(&lowered)).collect();
-    let (label, names) = if available.len() > LISTED_TASKS && !containing.is_empty() {
-        (format!("tasks containing {name:?}"), containing)
+    let containing: Vec<&String> = if available.len() > LISTED_TASKS {
+        let lowered = name.to_lowercase();
+        available.iter().filter(|task| task.to_lowercase().contains(&lowered)).collect()
     } else {
+        Vec::new()
+    };
+    let (label, names) = if containing.is_empty() {
         ("available tasks".to_owned(), available.iter().collect())
+    } else {
+        (format!("tasks containing {name:?}"), containing)
     };
     let shown: Vec<&str> = names.iter().take(LISTED_TASKS).map(|task| task.as_str()).collect();
     message.push_str(&format!("; {label}: {}", shown.join(", ")));

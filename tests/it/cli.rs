@@ -61,6 +61,13 @@ impl Run {
     }
 }
 
+/// Tasks `t0`, `t1`, ... that each record an execution as `t`, then sleep `seconds`.
+fn sleepers(count: usize, seconds: &str) -> String {
+    (0..count)
+        .map(|index| format!("[tasks.t{index}]\ncommand = '{}; sleep {seconds}'\n", mark("t")))
+        .collect()
+}
+
 /// `echo NAME >> runs.log`: the shell text that records one execution of `name`.
 fn mark(name: &str) -> String {
     format!("echo {name} >> \"$STATE/runs.log\"")
@@ -505,11 +512,7 @@ outputs = ["s.out"]
 #[test]
 fn jobs_bounds_parallelism() {
     const N: usize = 4;
-    let mut toml = String::new();
-    for index in 0..N {
-        toml.push_str(&format!("[tasks.t{index}]\ncommand = '{}; sleep 0.5'\n", mark("t")));
-    }
-    let p = Project::new(&toml);
+    let p = Project::new(&sleepers(N, "0.5"));
     let timed = |jobs: &str| {
         let started = Instant::now();
         p.run(&["run", "--all", "--no-cache", "-j", jobs]).ok();
@@ -530,11 +533,7 @@ fn jobs_bounds_parallelism() {
 #[test]
 fn the_progress_line_names_the_tasks_that_execute_and_no_others() {
     let names = ["t0", "t1", "t2"];
-    let mut toml = String::new();
-    for name in names {
-        toml.push_str(&format!("[tasks.{name}]\ncommand = '{}; sleep 0.4'\n", mark("t")));
-    }
-    let p = Project::new(&toml);
+    let p = Project::new(&sleepers(names.len(), "0.4"));
     let run = p.run_on_terminal(&["run", "--all", "-j", "1"]).ok();
     assert_eq!(p.runs("t"), 3);
     let frames: Vec<&str> =
@@ -551,11 +550,7 @@ fn the_progress_line_names_the_tasks_that_execute_and_no_others() {
 /// where 1.2 s was.
 #[test]
 fn time_saved_counts_the_tasks_run_not_their_wait_for_a_slot() {
-    let mut toml = String::new();
-    for index in 0..3 {
-        toml.push_str(&format!("[tasks.t{index}]\ncommand = '{}; sleep 0.4'\n", mark("t")));
-    }
-    let p = Project::new(&toml);
+    let p = Project::new(&sleepers(3, "0.4"));
     p.run(&["run", "--all", "-j", "1"]).ok();
     let replay = p.run(&["run", "--all", "-j", "1"]).ok();
     assert_eq!(p.runs("t"), 3, "{}", replay.stderr);

@@ -3,10 +3,9 @@
 //!
 //! Downloads and uploads run as tasks in two `JoinSet`s the actor owns. A download whose
 //! caller stopped waiting ends at once. At most twice the client's in-flight limit of
-//! downloads run as tasks; the rest wait in a queue, a few bytes each, since a download's task
-//! holds kilobytes of state before its first call (a run that prefetched 3,000 results once
-//! held them all). At shutdown it stops accepting work, waits for pending
-//! uploads up to a bound, and says how many it dropped. The
+//! downloads run as tasks; the rest wait in a queue holding only their requests, since a
+//! download's task holds kilobytes of state before its first call. At shutdown it stops
+//! accepting work, waits for pending uploads up to a bound, and says how many it dropped. The
 //! remote's outcome counters are forwarded to the Stats actor (by `try_send`) as they change.
 
 use std::collections::VecDeque;

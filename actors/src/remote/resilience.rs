@@ -24,6 +24,7 @@
 //!   the threshold.
 
 use std::future::Future;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -360,17 +361,16 @@ impl RemoteClient {
 /// Whether `status` is a connection that did not open in time: the connector reports that as
 /// an I/O error of kind `TimedOut` among its causes.
 fn connect_timed_out(status: &Status) -> bool {
-    let mut cause = std::error::Error::source(status);
-    while let Some(error) = cause {
-        if error
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
+    causes(status).any(|error| {
+        error
+            .downcast_ref::<io::Error>()
+            .is_some_and(|found| found.kind() == io::ErrorKind::TimedOut)
+    })
+}
+
+/// The chain of errors below `status`, nearest first.
+fn causes(status: &Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |error| error.source())
 }
 
 /// tonic reports a connection that broke mid-call (the server died, a proxy reset it) as
@@ -385,13 +385,11 @@ fn transport_is_unavailable(status: Status) -> Status {
         status.code()
     };
     let mut message = status.message().to_owned();
-    let mut cause = Some(source);
-    while let Some(error) = cause {
+    for error in causes(&status) {
         let text = error.to_string();
         if !message.contains(&text) {
             message = format!("{message}: {text}");
         }
-        cause = error.source();
     }
     Status::new(code, message)
 }

@@ -431,12 +431,9 @@ async fn a_server_that_never_negotiates_costs_one_deadline() {
     assert!(matches!(later, RemoteError::CircuitOpen { .. }), "{later:?}");
 }
 
-/// Downloads beyond what runs at once (twice the in-flight limit) wait in the actor's queue:
-/// every one is answered, and each is tried once.
-#[tokio::test]
-async fn downloads_beyond_the_running_ones_wait_and_each_is_answered() {
+/// A store in a temp directory (no fsync), for the RemoteSync actor's tests.
+fn scratch_store() -> (tempfile::TempDir, Arc<DiskStore>) {
     use crate::disk::{DiskSettings, EvictionPolicy};
-
     let dir = tempfile::tempdir().unwrap();
     let settings = DiskSettings {
         cache_dir: dir.path().to_owned(),
@@ -445,7 +442,15 @@ async fn downloads_beyond_the_running_ones_wait_and_each_is_answered() {
         fsync: false,
         inline_threshold: 64,
     };
-    let store = Arc::new(DiskStore::open(settings, crate::key_gen::hash_pool(1).unwrap()).unwrap());
+    let store = DiskStore::open(settings, crate::key_gen::hash_pool(1).unwrap()).unwrap();
+    (dir, Arc::new(store))
+}
+
+/// Downloads beyond what runs at once (twice the in-flight limit) wait in the actor's queue:
+/// every one is answered, and each is tried once.
+#[tokio::test]
+async fn downloads_beyond_the_running_ones_wait_and_each_is_answered() {
+    let (_dir, store) = scratch_store();
     let (stats, stats_join) =
         crate::stats::StatsHandle::spawn(None, 1, Duration::from_secs(60), 16);
     // One call in flight, so two downloads run and the rest queue. Refused connections fail
@@ -471,18 +476,9 @@ async fn downloads_beyond_the_running_ones_wait_and_each_is_answered() {
 
 #[tokio::test]
 async fn a_burst_of_uploads_waits_for_the_mailbox_and_none_is_dropped() {
-    use crate::disk::{DiskSettings, EvictionPolicy};
     use crate::result::LogRef;
 
-    let dir = tempfile::tempdir().unwrap();
-    let settings = DiskSettings {
-        cache_dir: dir.path().to_owned(),
-        max_size: 1 << 30,
-        policy: EvictionPolicy::default(),
-        fsync: false,
-        inline_threshold: 64,
-    };
-    let store = Arc::new(DiskStore::open(settings, crate::key_gen::hash_pool(1).unwrap()).unwrap());
+    let (_dir, store) = scratch_store();
     let (stats, stats_join) =
         crate::stats::StatsHandle::spawn(None, 1, Duration::from_secs(60), 16);
     // Refused connections fail each upload fast; the breaker refuses the rest. Either way each
