@@ -1,5 +1,5 @@
-//! What the user sees: task output streamed line by line (prefixed by the task name when more
-//! than one task runs), status notes, a progress line on a terminal, and the final summary.
+//! What the user sees: task output streamed live (line by line, prefixed by the task name, when
+//! more than one task runs), status notes, a progress line on a terminal, and the final summary.
 //!
 //! A lone task's output passes through byte for byte, live or replayed: no label, no newline
 //! added, a long line never cut, so `cuenv run gen > out.json` writes what the command wrote.
@@ -61,6 +61,8 @@ fn copy_labelled(from: &mut impl Read, to: &mut impl Write, label: &str) -> io::
         }
     }
     if label.is_empty() {
+        // As the bytes are: a last piece without its newline waits in a line-buffered `to`.
+        let _ = to.flush();
         return Ok(!at_line_start);
     }
     if !at_line_start {
@@ -155,8 +157,12 @@ impl Printer {
         *mid_line.of(stream) = !bytes.ends_with(b"\n");
         self.progress.suspend(|| {
             // A closed stdout (`cuenv run | head`) is not an error of the run.
+            // stdout is line-buffered: a piece without its newline is flushed to be seen.
             let _ = match stream {
-                Stream::Stdout => io::stdout().lock().write_all(bytes),
+                Stream::Stdout => {
+                    let mut stdout = io::stdout().lock();
+                    stdout.write_all(bytes).and_then(|()| stdout.flush())
+                }
                 Stream::Stderr => io::stderr().lock().write_all(bytes),
             };
         });
@@ -171,8 +177,14 @@ impl Printer {
         });
     }
 
+    /// Whether task output is labelled, and so must come in whole lines; a lone task's may
+    /// come in any pieces.
+    pub(crate) fn labels(&self) -> bool {
+        self.prefix
+    }
+
     /// A piece of a task's output: a line, or part of one too long to buffer. A lone task's
-    /// passes as it is; a labelled one ends with a newline (added if missing).
+    /// passes as it is (any piece); a labelled one ends with a newline (added if missing).
     pub(crate) fn line(&self, task: &str, stream: Stream, line: &[u8]) {
         if !self.prefix {
             return self.write(stream, line);

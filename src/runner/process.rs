@@ -1,5 +1,5 @@
 //! Running one task's command: `sh -c` in its own process group, stdout and stderr streamed to
-//! the terminal line by line and captured to files at the same time, with a timeout and
+//! the terminal (line by line when labelled) and captured to files at the same time, with a timeout and
 //! cancellation that kill the whole group.
 
 use std::future::Future;
@@ -209,7 +209,9 @@ const SPILL_AT: usize = 1 << 20;
 /// Bytes of a spilled log gathered before each write to its capture file.
 const SPILL_BUFFER: usize = 256 * 1024;
 
-/// Copies a pipe, line by line, to the printer and to the capture: in memory while small, in a
+/// Copies a pipe to the printer and to the capture, line by line when the printer labels
+/// lines, else as the bytes arrive (a lone task's prompt, progress bar or row of test dots
+/// shows before its line ends): in memory while small, in a
 /// temp file once it grows past [`SPILL_AT`] (a large log is never held in memory). A spilled
 /// log is handed to the cache, which removes the file once it has stored it (or chose not to).
 /// Once `stop` turns true, the pump ends with what it has read (a partial last line
@@ -226,13 +228,14 @@ fn pump(
         let mut spilled: Option<(BufWriter<tokio::fs::File>, PathBuf)> = None;
         let Some(pipe) = pipe else { return Ok(Log::Bytes(memory)) };
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+        let whole_lines = printer.labels();
         let mut line = Vec::with_capacity(256);
         let mut stopped = false;
         while !stopped {
             line.clear();
             tokio::select! {
                 // Cancelling the read keeps what it read in `line`.
-                read = read_line(&mut reader, &mut line) => {
+                read = read_piece(&mut reader, &mut line, whole_lines) => {
                     read?;
                     if line.is_empty() {
                         break;
@@ -280,23 +283,30 @@ fn pump(
 const MAX_LINE: usize = 64 * 1024;
 
 /// Appends to `line` up to and including the next newline, or [`MAX_LINE`] bytes of a longer
-/// line, or what is left at end of file (nothing: the pipe is done). Cancel-safe like
-/// `read_until`: bytes read before a cancellation are in `line`.
-async fn read_line<R: AsyncRead + Unpin>(
+/// line, or what is left at end of file (nothing: the pipe is done). Unless `whole_lines`, it
+/// returns with the first bytes that arrive, newline or not. Cancel-safe like `read_until`:
+/// bytes read before a cancellation are in `line`.
+async fn read_piece<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     line: &mut Vec<u8>,
+    whole_lines: bool,
 ) -> io::Result<()> {
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
             return Ok(());
         }
-        let wanted =
-            available.iter().position(|byte| *byte == b'\n').map_or(available.len(), |at| at + 1);
+        let wanted = match whole_lines {
+            true => available
+                .iter()
+                .position(|byte| *byte == b'\n')
+                .map_or(available.len(), |at| at + 1),
+            false => available.len(),
+        };
         let taken = wanted.min(MAX_LINE - line.len());
         line.extend_from_slice(&available[..taken]);
         reader.consume(taken);
-        if line.ends_with(b"\n") || line.len() >= MAX_LINE {
+        if !whole_lines || line.ends_with(b"\n") || line.len() >= MAX_LINE {
             return Ok(());
         }
     }

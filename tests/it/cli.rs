@@ -1203,6 +1203,43 @@ fn a_lone_tasks_output_passes_through_byte_for_byte_live_and_replayed() {
 }
 
 #[test]
+fn a_lone_tasks_unfinished_line_shows_while_the_task_runs() {
+    // A row of test dots, or a prompt: the task prints part of a line, then waits for the
+    // test to answer. Held back until its newline, the part would never be seen in time.
+    use std::io::Read;
+    let p = Project::new(
+        "[tasks.dots]\ncommand = 'printf \"..\"; printf \"wait\" >&2; \
+         while [ ! -e go ]; do sleep 0.05; done; echo ok'\ncache = false\n",
+    );
+    let mut child = p.spawn(&["run", "dots"], &[]);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    // Should the pieces never come, a watchdog lets the task go after 30 s, so the reads end.
+    let go = p.path("go");
+    let watchdog = std::thread::spawn(move || {
+        let started = Instant::now();
+        while !go.exists() && started.elapsed() < Duration::from_secs(30) {
+            pause(50);
+        }
+        let _ = fs::write(go, "");
+    });
+    let mut dots = [0; 2];
+    let mut note = [0; 4];
+    let read = stdout.read_exact(&mut dots).and_then(|()| stderr.read_exact(&mut note));
+    let in_time = !p.path("go").exists();
+    // Only now may the task finish.
+    p.write("go", "");
+    watchdog.join().expect("watchdog");
+    read.expect("read the unfinished lines");
+    assert!(in_time, "the unfinished lines came only once the task was let go");
+    assert_eq!((&dots, &note), (b"..", b"wait"));
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read the rest");
+    assert_eq!(rest, "ok\n");
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
 fn a_cache_directory_inside_the_project_is_never_an_output() {
     let toml =
         format!("[tasks.all]\ncommand = '{}; echo hi > a.txt'\noutputs = ['**']\n", mark("all"));
