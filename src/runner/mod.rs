@@ -156,21 +156,29 @@ pub fn check(file: &TaskFile, options: &RunOptions) -> Result<(), Error> {
     overlap::check(file, &plan)
 }
 
-/// Advice on a valid task file, one line per cached task whose inputs may include outputs: its
-/// own (they are part of its key, so the run after they first appear executes it again), or
-/// those of a task it does not depend on (its key follows what that task last wrote).
+/// Advice on a valid task file, one line per cached task whose key depends on no file (no
+/// inputs, no dependencies, no `cacheKey`), or whose inputs may include outputs: its own (they
+/// are part of its key, so the run after they first appear executes it again), or those of a
+/// task it does not depend on (its key follows what that task last wrote).
 pub fn notes(file: &TaskFile) -> Vec<String> {
-    let mut notes: Vec<String> = file
-        .tasks
-        .iter()
-        .filter(|(_, task)| task.cache)
-        .filter_map(|(name, _)| {
-            let (output, input) = overlap::own_output_among_inputs(file, name)?;
-            Some(format!(
+    let mut notes = Vec::new();
+    for (name, task) in file.tasks.iter().filter(|(_, task)| task.cache) {
+        // A task with dependencies but no inputs (a bundle, a check of checks) follows them.
+        let keyed_by_nothing = task.inputs.is_empty()
+            && task.cache_config.extra_inputs.is_empty()
+            && task.cache_key.is_none()
+            && task.dependencies.is_empty();
+        if keyed_by_nothing {
+            notes.push(format!(
+                "task \"{name}\" is cached but declares no inputs and no dependencies, so no file is part of its key and it hits however the project's files change; declare the files it reads in inputs, or set cacheKey if its result depends on none"
+            ));
+        }
+        if let Some((output, input)) = overlap::own_output_among_inputs(file, name) {
+            notes.push(format!(
                 "task \"{name}\": its output \"{output}\" falls under its input \"{input}\", so its key includes what it wrote and the next run executes it again; list the output in cacheConfig.ignoreInputs unless the task reads it (as an in-place formatter does)"
-            ))
-        })
-        .collect();
+            ));
+        }
+    }
     if let Ok(plan) = Plan::new(file, &RunOptions::every_task()) {
         for stray in overlap::reads_outputs_of_unrelated_tasks(file, &plan) {
             let overlap::StrayRead { reader, input, writer, output, writer_after } = stray;

@@ -1441,12 +1441,41 @@ fn no_cache_runs_without_touching_the_cache_directory() {
 }
 
 #[test]
+fn validate_notes_cached_tasks_whose_key_holds_no_file() {
+    let p = Project::new(&format!(
+        "[tasks.build]\ncommand = '{}; cat src/a.txt'\n\
+         [tasks.bundle]\ncommand = 'true'\ndependencies = ['build']\n\
+         [tasks.fetch]\ncommand = 'true'\ncacheKey = 'v1'\n\
+         [tasks.stamp]\ncommand = 'date'\ncache = false\n",
+        mark("build")
+    ));
+    p.write("src/a.txt", "a");
+    let notes = p.run(&["cache", "validate"]).ok().stdout;
+    assert!(
+        notes.contains("note: task \"build\" is cached but declares no inputs and no dependencies"),
+        "{notes}"
+    );
+    // Following its dependencies, keyed by hand, or not cached: nothing to note.
+    assert_eq!(notes.matches("note:").count(), 1, "{notes}");
+    // As the note says: an edit of the file it reads goes unseen.
+    p.run(&["run", "build"]).ok();
+    p.write("src/a.txt", "b");
+    let second = p.run(&["run", "build"]).ok();
+    assert!(second.hit("build") && second.stdout == "a", "{}", second.stdout);
+
+    let p = Project::new("[tasks.build]\ncommand = 'cat src/a.txt'\ninputs = ['src/**']\n");
+    p.write("src/a.txt", "a");
+    let notes = p.run(&["cache", "validate"]).ok().stdout;
+    assert!(!notes.contains("note:"), "{notes}");
+}
+
+#[test]
 fn validate_notes_inputs_that_take_in_the_outputs_of_tasks_not_depended_on() {
     let toml = |lint_extra: &str, use_extra: &str| {
         format!(
             "[tasks.lint]\ncommand = '{}'\ninputs = ['**']\n{lint_extra}\n\
              [tasks.build]\ncommand = 'mkdir -p dist && echo x > dist/x'\ninputs = ['src/**']\noutputs = ['dist/**']\ndependencies = ['lint']\n\
-             [tasks.gen]\ncommand = 'mkdir -p gen && echo g > gen/g'\noutputs = ['gen/**']\n\
+             [tasks.gen]\ncommand = 'mkdir -p gen && echo g > gen/g'\noutputs = ['gen/**']\ncacheKey = 'g1'\n\
              [tasks.use]\ncommand = 'cat gen/g'\ninputs = ['gen/**']\n{use_extra}\n\
              [tasks.test]\ncommand = 'cat dist/x'\ninputs = ['dist/**']\ndependencies = ['build']\n",
             mark("lint")
