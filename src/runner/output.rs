@@ -183,37 +183,27 @@ impl Printer {
         self.prefix
     }
 
-    /// A piece of a task's output: a line, or part of one too long to buffer. A lone task's
-    /// passes as it is (any piece); a labelled one ends with a newline (added if missing).
-    pub(crate) fn line(&self, task: &str, stream: Stream, line: &[u8]) {
+    /// Task output, live or replayed from a captured log. A lone task's passes as it is, in
+    /// any piece. A labelled task's is whole lines (or part of one too long to buffer), each
+    /// labelled and ending with a newline (added if missing), written at once, so it is never
+    /// interleaved with other tasks' lines.
+    pub(crate) fn output(&self, task: &str, stream: Stream, bytes: &[u8]) {
         if !self.prefix {
-            return self.write(stream, line);
+            return self.write(stream, bytes);
         }
-        let label = self.label(task);
-        let mut out = Vec::with_capacity(label.len() + line.len() + 1);
-        push_line(&mut out, &label, line);
-        self.write(stream, &out);
-    }
-
-    /// Replays a captured log: every line labelled, written at once, so a replayed log is
-    /// never interleaved with other tasks' lines. A lone task's log is written as it is.
-    pub(crate) fn replay(&self, task: &str, stream: Stream, log: &[u8]) {
-        if !self.prefix {
-            return self.write(stream, log);
-        }
-        if log.is_empty() {
+        if bytes.is_empty() {
             return;
         }
         let label = self.label(task);
-        let mut out = Vec::with_capacity(log.len() + label.len() + 1);
-        for line in log.split_inclusive(|byte| *byte == b'\n') {
+        let mut out = Vec::with_capacity(bytes.len() + label.len() + 1);
+        for line in bytes.split_inclusive(|byte| *byte == b'\n') {
             push_line(&mut out, &label, line);
         }
         self.write(stream, &out);
     }
 
     /// Replays a captured log from a file, a piece at a time (a large log is never held in
-    /// memory), labelled as [`Printer::replay`] does and, likewise, not interleaved with other
+    /// memory), labelled as [`Printer::output`] does and, likewise, not interleaved with other
     /// tasks' lines: other writers wait meanwhile. Blocking: call from a blocking thread.
     pub(crate) fn replay_file(
         &self,

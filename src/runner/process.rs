@@ -1,6 +1,6 @@
 //! Running one task's command: `sh -c` in its own process group, stdout and stderr streamed to
-//! the terminal (line by line when labelled) and captured to files at the same time, with a timeout and
-//! cancellation that kill the whole group.
+//! the terminal (in whole lines when labelled) and captured to files at the same time, with a
+//! timeout and cancellation that kill the whole group.
 
 use std::future::Future;
 use std::io;
@@ -209,10 +209,10 @@ const SPILL_AT: usize = 1 << 20;
 /// Bytes of a spilled log gathered before each write to its capture file.
 const SPILL_BUFFER: usize = 256 * 1024;
 
-/// Copies a pipe to the printer and to the capture, line by line when the printer labels
-/// lines, else as the bytes arrive (a lone task's prompt, progress bar or row of test dots
-/// shows before its line ends): in memory while small, in a
-/// temp file once it grows past [`SPILL_AT`] (a large log is never held in memory). A spilled
+/// Copies a pipe to the printer and to the capture, in whole lines when the printer labels
+/// them, else as the bytes arrive (a lone task's prompt, progress bar or row of test dots
+/// shows before its line ends). The capture is in memory while small, in a temp file once it
+/// grows past [`SPILL_AT`] (a large log is never held in memory). A spilled
 /// log is handed to the cache, which removes the file once it has stored it (or chose not to).
 /// Once `stop` turns true, the pump ends with what it has read (a partial last line
 /// included), whether or not the pipe reached end of file.
@@ -229,29 +229,29 @@ fn pump(
         let Some(pipe) = pipe else { return Ok(Log::Bytes(memory)) };
         let mut reader = BufReader::with_capacity(64 * 1024, pipe);
         let whole_lines = printer.labels();
-        let mut line = Vec::with_capacity(256);
+        let mut piece = Vec::with_capacity(256);
         let mut stopped = false;
         while !stopped {
-            line.clear();
+            piece.clear();
             tokio::select! {
-                // Cancelling the read keeps what it read in `line`.
-                read = read_piece(&mut reader, &mut line, whole_lines) => {
+                // Cancelling the read keeps what it read in `piece`.
+                read = read_piece(&mut reader, &mut piece, whole_lines) => {
                     read?;
-                    if line.is_empty() {
+                    if piece.is_empty() {
                         break;
                     }
                 }
                 Ok(_) = stop.wait_for(|stop| *stop) => {
                     stopped = true;
-                    if line.is_empty() {
+                    if piece.is_empty() {
                         break;
                     }
                 }
             }
-            printer.line(&task, stream, &line);
+            printer.output(&task, stream, &piece);
             match &mut spilled {
-                Some((capture, _)) => capture.write_all(&line).await?,
-                None if memory.len() + line.len() > SPILL_AT => {
+                Some((capture, _)) => capture.write_all(&piece).await?,
+                None if memory.len() + piece.len() > SPILL_AT => {
                     let (std_file, path) = tempfile::Builder::new()
                         .prefix("cuenv-log-")
                         .tempfile()?
@@ -261,11 +261,11 @@ fn pump(
                     let file = tokio::fs::File::from_std(std_file);
                     let mut capture = BufWriter::with_capacity(SPILL_BUFFER, file);
                     capture.write_all(&memory).await?;
-                    capture.write_all(&line).await?;
+                    capture.write_all(&piece).await?;
                     memory = Vec::new();
                     spilled = Some((capture, path));
                 }
-                None => memory.extend_from_slice(&line),
+                None => memory.extend_from_slice(&piece),
             }
         }
         match spilled {
@@ -282,13 +282,14 @@ fn pump(
 /// size (the capture stays byte for byte; the terminal shows each piece as a line).
 const MAX_LINE: usize = 64 * 1024;
 
-/// Appends to `line` up to and including the next newline, or [`MAX_LINE`] bytes of a longer
-/// line, or what is left at end of file (nothing: the pipe is done). Unless `whole_lines`, it
-/// returns with the first bytes that arrive, newline or not. Cancel-safe like `read_until`:
-/// bytes read before a cancellation are in `line`.
+/// Appends to `piece` what the pipe holds, up to [`MAX_LINE`] bytes: with `whole_lines`, as
+/// many whole lines as have arrived (waiting for the end of an unfinished one, unless it is
+/// longer than [`MAX_LINE`]); otherwise whatever has arrived, newline or not. At end of file
+/// it appends what is left (nothing: the pipe is done). Cancel-safe like `read_until`: bytes
+/// read before a cancellation are in `piece`.
 async fn read_piece<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
-    line: &mut Vec<u8>,
+    piece: &mut Vec<u8>,
     whole_lines: bool,
 ) -> io::Result<()> {
     loop {
@@ -296,17 +297,16 @@ async fn read_piece<R: AsyncRead + Unpin>(
         if available.is_empty() {
             return Ok(());
         }
-        let wanted = match whole_lines {
-            true => available
-                .iter()
-                .position(|byte| *byte == b'\n')
-                .map_or(available.len(), |at| at + 1),
-            false => available.len(),
+        let window = &available[..available.len().min(MAX_LINE - piece.len())];
+        let taken = match whole_lines {
+            true => {
+                window.iter().rposition(|byte| *byte == b'\n').map_or(window.len(), |at| at + 1)
+            }
+            false => window.len(),
         };
-        let taken = wanted.min(MAX_LINE - line.len());
-        line.extend_from_slice(&available[..taken]);
+        piece.extend_from_slice(&window[..taken]);
         reader.consume(taken);
-        if !whole_lines || line.ends_with(b"\n") || line.len() >= MAX_LINE {
+        if !whole_lines || piece.ends_with(b"\n") || piece.len() >= MAX_LINE {
             return Ok(());
         }
     }
@@ -317,6 +317,45 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// The pieces `read_piece` makes of `chunks`, written into a pipe one at a time, each read
+    /// as far as it goes before the next is written (a read that waits for more is given up
+    /// after 50 ms, keeping what it read), then to the end of the pipe.
+    async fn pieces(chunks: &[&[u8]], whole_lines: bool) -> Vec<Vec<u8>> {
+        let (mut writer, pipe) = tokio::io::duplex(256 * 1024);
+        let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+        let (mut pieces, mut piece) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            writer.write_all(chunk).await.unwrap();
+            let wait = Duration::from_millis(50);
+            while let Ok(read) =
+                tokio::time::timeout(wait, read_piece(&mut reader, &mut piece, whole_lines)).await
+            {
+                read.unwrap();
+                pieces.push(std::mem::take(&mut piece));
+            }
+        }
+        drop(writer);
+        read_piece(&mut reader, &mut piece, whole_lines).await.unwrap();
+        pieces.push(piece);
+        pieces
+    }
+
+    #[tokio::test]
+    async fn labelled_output_is_read_in_whole_lines_and_a_lone_tasks_as_it_comes() {
+        // Labelled: every line that has arrived at once; an unfinished one waits for its end.
+        let got = pieces(&[b"a\nb\nc", b"d\n", b"e"], true).await;
+        assert_eq!(got, [&b"a\nb\n"[..], b"cd\n", b"e"]);
+        // Lone: whatever has arrived (the last read meets the end of the pipe: nothing).
+        let got = pieces(&[b"a\nb\nc", b"d\n", b"e"], false).await;
+        assert_eq!(got, [&b"a\nb\nc"[..], b"d\n", b"e", b""]);
+        // A line longer than MAX_LINE comes in pieces of MAX_LINE bytes; lines before it come
+        // whole, never cut at the limit.
+        let long = [b"x".repeat(MAX_LINE - 10), b"\n".to_vec(), b"y".repeat(MAX_LINE + 5)].concat();
+        let got = pieces(&[&long, b"\n"], true).await;
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_LINE - 9, MAX_LINE, 6, 0]);
+        assert_eq!(got.concat(), [long, b"\n".to_vec()].concat());
+    }
 
     #[test]
     fn the_shell_is_found_once_on_path() {

@@ -154,7 +154,7 @@ async fn replay(printer: &Arc<Printer>, name: &str, stdout: LogSource, stderr: L
 fn replay_logs(printer: &Printer, name: &str, logs: [(Stream, LogSource); 2]) -> io::Result<()> {
     for (stream, log) in logs {
         match log {
-            LogSource::Bytes(bytes) => printer.replay(name, stream, &bytes),
+            LogSource::Bytes(bytes) => printer.output(name, stream, &bytes),
             LogSource::File(mut file) => printer.replay_file(name, stream, &mut file)?,
         }
     }
