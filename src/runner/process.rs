@@ -298,11 +298,10 @@ async fn read_piece<R: AsyncRead + Unpin>(
             return Ok(());
         }
         let window = &available[..available.len().min(MAX_LINE - piece.len())];
-        let taken = match whole_lines {
-            true => {
-                window.iter().rposition(|byte| *byte == b'\n').map_or(window.len(), |at| at + 1)
-            }
-            false => window.len(),
+        let taken = if whole_lines {
+            window.iter().rposition(|byte| *byte == b'\n').map_or(window.len(), |at| at + 1)
+        } else {
+            window.len()
         };
         piece.extend_from_slice(&window[..taken]);
         reader.consume(taken);
