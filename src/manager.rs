@@ -23,7 +23,7 @@ use cuenv_actors::remote::RemoteSettings;
 use cuenv_actors::result::{ActionResult, LogRef, TaskOutput};
 use cuenv_actors::stats::Counters;
 use cuenv_actors::{Digest, Runtime, RuntimeSettings};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 use crate::config::{
@@ -113,9 +113,16 @@ struct Inner {
     /// it: `true` when the result was fetched, `false` when the remote does not have it. A std
     /// mutex: only held to insert or take.
     prefetched: Mutex<HashMap<Digest, bool>>,
+    /// Permits for stores in the background, at most [`BACKGROUND_STORES`] at once.
+    background: Arc<Semaphore>,
     /// The process-private store when persistent storage is off; removed on drop.
     _private_dir: Option<tempfile::TempDir>,
 }
+
+/// The most stores that run in the background at once. Each holds its digest's lock file and
+/// its logs; past this many, a call waits for its own store as without
+/// `store_in_background`, so stores cannot pile up behind executions that outpace them.
+pub const BACKGROUND_STORES: usize = 64;
 
 /// The cache manager. Cheap to clone; every clone shares one runtime.
 #[derive(Clone)]
@@ -171,6 +178,7 @@ impl EnhancedCacheManager {
             gate: WorkGate::default(),
             leaders: Mutex::new(JoinSet::new()),
             prefetched: Mutex::new(HashMap::new()),
+            background: Arc::new(Semaphore::new(BACKGROUND_STORES)),
             _private_dir: private_dir,
         };
         Ok(EnhancedCacheManager { inner: Arc::new(inner) })
@@ -697,9 +705,13 @@ impl Inner {
             stored: false,
             project_root: job.target.root.clone(),
         };
-        if let Some(early) = early {
+        // Handed back before the store only with a permit; without one the caller gets the
+        // execution once it is stored (the dropped sender sends it to the flight's value).
+        let _background = early.and_then(|early| {
+            let permit = Arc::clone(&self.background).try_acquire_owned().ok()?;
             let _ = early.send(execution.clone());
-        }
+            Some(permit)
+        });
         cacheable = cacheable && self.inputs_unchanged(&job).await;
         if cacheable {
             (execution.entry, execution.stored) = self.store(&job, output, duration_ms).await;

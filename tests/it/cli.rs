@@ -1239,6 +1239,46 @@ fn a_lone_tasks_unfinished_line_shows_while_the_task_runs() {
     assert!(child.wait().expect("wait").success());
 }
 
+/// A high `--jobs` under a low limit on open files: the run fits itself to the limit instead
+/// of failing task after task with "Too many open files".
+#[test]
+fn a_high_jobs_count_fits_a_low_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    let toml: String = (0..150)
+        .map(|n| format!("[tasks.t{n}]\ncommand = 'echo {n}'\ninputs = ['src/**']\n"))
+        .collect();
+    let p = Project::new(&toml);
+    p.write("src/a.txt", "a");
+    let run_with_limit = |soft: u64, hard: u64| -> Run {
+        let mut command = p.command(&["run", "--all", "-j", "100"], &[]);
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        command.output().expect("run cuenv").into()
+    };
+    // Every task in flight once held a file of its own (its cross-process lock), so 100 at
+    // once ran out of 128 files.
+    let run = run_with_limit(128, 128).ok();
+    assert!(run.stderr.contains("Tasks:  150 total: 150 executed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("note: 100 tasks at once would need about 864 open files, and this process may open 128 (`ulimit -n`): running at most 8 at once"),
+        "{}",
+        run.stderr
+    );
+    // A soft limit below a high enough hard one is raised instead: no note, every task a hit.
+    let run = run_with_limit(128, 4096).ok();
+    assert!(!run.stderr.contains("note:"), "{}", run.stderr);
+    assert!(run.stderr.contains("0 executed, 150 cached"), "{}", run.stderr);
+}
+
 #[test]
 fn a_cache_directory_inside_the_project_is_never_an_output() {
     let toml =

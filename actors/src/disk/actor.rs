@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::lock::{self, DigestLock};
+use super::lock::DigestLock;
 use super::{
     CapturedOutputs, DiskStore, GcReport, GcTarget, RecordLookup, RestoreError, RestoreReport,
     RestoreTarget,
@@ -371,7 +371,7 @@ impl DiskActor {
             DiskMessage::Lock { digest, timeout, reply } => {
                 let store = Arc::clone(&self.store);
                 self.waits.spawn_blocking(move || {
-                    let _ = reply.send(lock::acquire(store.layout(), &digest, timeout));
+                    let _ = reply.send(store.lock_digest(&digest, timeout));
                 });
             }
             DiskMessage::Gc { target, reply } => self.spawn_job(move |store| {

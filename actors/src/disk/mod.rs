@@ -104,6 +104,8 @@ pub struct DiskStore {
     evicting: AtomicBool,
     /// The last digest stored per task, until the next flush.
     last: last::LastDigests,
+    /// The cross-process digest locks, all through one open file.
+    locks: lock::LockFile,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -136,7 +138,18 @@ impl DiskStore {
             warned: Mutex::default(),
             evicting: AtomicBool::new(false),
             last: last::LastDigests::default(),
+            locks: lock::LockFile::default(),
         })
+    }
+
+    /// Takes the cross-process lock of `digest`, waiting up to `timeout`; `Ok(None)` when the
+    /// wait timed out. Blocks the calling thread.
+    pub fn lock_digest(
+        &self,
+        digest: &Digest,
+        timeout: std::time::Duration,
+    ) -> io::Result<Option<DigestLock>> {
+        self.locks.acquire(&self.layout, digest, timeout)
     }
 
     /// The paths of this store.

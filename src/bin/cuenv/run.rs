@@ -1,6 +1,7 @@
 //! `cuenv run`.
 
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use cuenv::EnhancedCacheManager;
@@ -21,12 +22,13 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
     } else if let Some(mode) = args.cache_mode {
         config.default_mode = mode;
     }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
     let options = RunOptions {
         tasks: args.tasks.clone(),
         all: args.all,
-        jobs: args.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
-        }),
+        jobs: if args.dry_run { jobs } else { fit_open_files(jobs, file.tasks.len()) },
         keep_going: args.keep_going,
         args: args.args.clone(),
         no_color: setup.env.contains_key("NO_COLOR"),
@@ -72,6 +74,45 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
     let report = report?;
     shutdown?;
     Ok(report.exit_code())
+}
+
+/// Open files that one running task may hold: its stdout and stderr pipes, their write ends
+/// and the exec-status pipe while it starts, a log spilled to a file per stream, and the files
+/// of a store in progress.
+const FILES_PER_TASK: u64 = 8;
+/// Open files kept for the rest: the store, the stat cache, the statistics, a remote connection.
+const FILES_RESERVED: u64 = 64;
+
+/// `jobs`, or fewer if this process may not open enough files for that many tasks at once
+/// (`tasks` in the file bound how many ever run at once). The soft limit on open files is
+/// raised, up to the hard limit, when `jobs` needs it; only when that is not enough do fewer
+/// tasks run at once, with a note. Without this, a high `--jobs` under a low limit (macOS
+/// starts at 256) fails task after task with "Too many open files".
+fn fit_open_files(jobs: NonZeroUsize, tasks: usize) -> NonZeroUsize {
+    let at_once = jobs.get().min(tasks.max(1)) as u64;
+    let needed = at_once.saturating_mul(FILES_PER_TASK).saturating_add(FILES_RESERVED);
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= needed
+    {
+        return jobs;
+    }
+    let raised = libc::rlimit { rlim_cur: needed.min(limit.rlim_max), rlim_max: limit.rlim_max };
+    // SAFETY: setrlimit only reads the struct; a soft limit up to the hard one is always allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        limit.rlim_cur = raised.rlim_cur;
+    }
+    if limit.rlim_cur >= needed {
+        return jobs;
+    }
+    let fitting = limit.rlim_cur.saturating_sub(FILES_RESERVED) / FILES_PER_TASK;
+    let fitting = NonZeroUsize::new(usize::try_from(fitting).unwrap_or(usize::MAX))
+        .unwrap_or(NonZeroUsize::MIN);
+    eprintln!(
+        "note: {at_once} tasks at once would need about {needed} open files, and this process may open {} (`ulimit -n`): running at most {fitting} at once",
+        limit.rlim_cur
+    );
+    fitting
 }
 
 /// An error when a variable whose name or value is not UTF-8 would be part of the key of a task
