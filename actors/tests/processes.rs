@@ -223,3 +223,22 @@ fn gc_keeps_an_old_blob_reused_by_a_record_written_during_the_gc() {
     }
     assert_eq!(lost_in, None, "a record written during gc was lost");
 }
+
+#[test]
+fn a_process_short_of_files_reads_a_miss_and_leaves_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let store = stress::open(&cache).unwrap();
+    let scratch = dir.path().join("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    stress::write_key(&store, 1, &scratch).unwrap();
+    let stored =
+        || [cache.join("v1/ac"), cache.join("v1/cas")].map(|dir| stress::store_files(&dir));
+    let files = stored();
+    assert!(files.iter().all(|files| !files.is_empty()));
+    let output = spawn(&["short-of-files", cache.to_str().unwrap()]).wait_with_output().unwrap();
+    // Out of descriptors, the record and its blob could not be opened: a miss, nothing
+    // removed (it was "damaged" before, and the entry lost); with descriptors back, a hit.
+    assert_eq!(succeeded(&output), "record Miss, blob Missing; then Exact");
+    assert_eq!(stored(), files);
+}

@@ -6,6 +6,7 @@
 //! cuenv-store-stress write-loop CACHE_DIR SEED       write keys forever (killed by the test)
 //! cuenv-store-stress mixed CACHE_DIR SEED SECONDS    read, write and gc; verify every hit
 //! cuenv-store-stress same CACHE_DIR ROLE ROUNDS      ROLE 0 and 1 publish the same keys in step
+//! cuenv-store-stress short-of-files CACHE_DIR        read key 1 with no file left to open
 //! ```
 //!
 //! Every key `n` determines its result (see [`content`]): task `k{n}`, a stdout (inline for even
@@ -30,12 +31,15 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use cuenv_actors::Digest;
-use cuenv_actors::disk::{DiskSettings, DiskStore, EvictionPolicy, GcTarget, RecordLookup};
+use cuenv_actors::disk::{
+    BlobRead, DiskSettings, DiskStore, EvictionPolicy, GcTarget, RecordLookup,
+};
 use cuenv_actors::key_gen::{InputPart, KEY_FORMAT_VERSION, KeyManifest, LARGE_FILE, hash_pool};
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile, OutputSymlink};
 
@@ -400,6 +404,42 @@ fn wait_for(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads key 1 (stored by the caller) with no file descriptor left to open, then again with
+/// the limit back: `record Miss, blob Missing; then Exact`, when running out of files costs
+/// a miss and not the entry.
+fn short_of_files(cache_dir: &Path) -> Result<String, String> {
+    let store = open(cache_dir).map_err(|error| format!("open the store: {error}"))?;
+    let (digest, want) = expected(1);
+    let blob = want.output_files[0].digest;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the limit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(format!("getrlimit: {}", io::Error::last_os_error()));
+    }
+    // The lowest free descriptor becomes the limit: every open from here fails (EMFILE).
+    let lowest = File::open("/dev/null").map_err(|error| error.to_string())?;
+    let short = libc::rlimit { rlim_cur: lowest.as_raw_fd() as libc::rlim_t, ..limit };
+    drop(lowest);
+    // SAFETY: setrlimit only reads the structs; lowering the soft limit is always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &short) };
+    let record = match store.get_record(&digest) {
+        RecordLookup::Miss => "Miss".to_owned(),
+        RecordLookup::Corrupt { reason } => format!("Corrupt ({reason})"),
+        RecordLookup::Hit(_) => "Hit".to_owned(),
+    };
+    let read = store.read_blob(&blob);
+    // SAFETY: as above; the hard limit was never lowered, so the soft one may go back.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    let blob = match read {
+        BlobRead::Found(_) => "Found",
+        BlobRead::Missing => "Missing",
+        BlobRead::Corrupt => "Corrupt",
+    };
+    let scratch = scratch_dir(cache_dir).map_err(|error| error.to_string())?;
+    let then = check_key(&store, 1, &scratch)?;
+    Ok(format!("record {record}, blob {blob}; then {then:?}"))
+}
+
 fn run(args: &[&str]) -> Result<String, String> {
     let number = |text: &str| text.parse::<u64>().map_err(|error| format!("{text:?}: {error}"));
     match args {
@@ -408,8 +448,10 @@ fn run(args: &[&str]) -> Result<String, String> {
         ["same", dir, role @ ("0" | "1"), rounds] => {
             same(Path::new(dir), number(role)?, number(rounds)?)
         }
+        ["short-of-files", dir] => short_of_files(Path::new(dir)),
         _ => Err("usage: cuenv-store-stress write-loop CACHE_DIR SEED \
-                  | mixed CACHE_DIR SEED SECONDS | same CACHE_DIR 0|1 ROUNDS"
+                  | mixed CACHE_DIR SEED SECONDS | same CACHE_DIR 0|1 ROUNDS \
+                  | short-of-files CACHE_DIR"
             .to_owned()),
     }
 }

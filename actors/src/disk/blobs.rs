@@ -22,9 +22,11 @@ use crate::{Digest, fsio};
 pub enum BlobRead {
     /// The verified content.
     Found(Vec<u8>),
-    /// No such blob.
+    /// No such blob, or none this process can read now (short of open files, say); such a
+    /// blob is left in place.
     Missing,
-    /// The content did not hash to its name; the blob has been removed.
+    /// The content did not hash to its name, or reading it failed as a damaged file does; the
+    /// blob has been removed.
     Corrupt,
 }
 
@@ -182,10 +184,19 @@ impl DiskStore {
                 BlobRead::Corrupt
             }
             Err(error) if error.kind() == io::ErrorKind::NotFound => BlobRead::Missing,
-            Err(error) => {
-                self.remove_damaged(&path, &format!("unreadable blob: {error}"));
-                BlobRead::Corrupt
-            }
+            Err(error) => self.unreadable_blob(&path, &error),
+        }
+    }
+
+    /// A blob that could not be read: `Corrupt` (and removed) if the error says it is damaged,
+    /// else `Missing` for now (left in place, with a warning).
+    fn unreadable_blob(&self, path: &Path, error: &io::Error) -> BlobRead {
+        if super::is_damage(error) {
+            self.remove_damaged(path, &format!("unreadable blob: {error}"));
+            BlobRead::Corrupt
+        } else {
+            self.cannot_read(path, error);
+            BlobRead::Missing
         }
     }
 
@@ -343,10 +354,7 @@ impl DiskStore {
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return BlobRead::Missing,
-            Err(error) => {
-                self.remove_damaged(&path, &format!("unreadable blob: {error}"));
-                return BlobRead::Corrupt;
-            }
+            Err(error) => return self.unreadable_blob(&path, &error),
         };
         match hash_reader_with(&file, each) {
             Ok((found, _)) if found == *digest => BlobRead::Found(Vec::new()),
@@ -354,10 +362,7 @@ impl DiskStore {
                 self.remove_damaged(&path, "blob content does not match its digest");
                 BlobRead::Corrupt
             }
-            Err(error) => {
-                self.remove_damaged(&path, &format!("unreadable blob: {error}"));
-                BlobRead::Corrupt
-            }
+            Err(error) => self.unreadable_blob(&path, &error),
         }
     }
 }

@@ -108,6 +108,16 @@ pub struct DiskStore {
     locks: lock::LockFile,
 }
 
+/// Whether an error reading a stored file says that the file itself is damaged (it is then
+/// removed), rather than that this process is short of something (open files, memory) or may
+/// not read it: removing an entry for those would lose a good result.
+fn is_damage(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::IsADirectory
+    ) || error.raw_os_error() == Some(libc::EIO)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -195,7 +205,13 @@ impl DiskStore {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return RecordLookup::Miss,
-            Err(error) => return self.corrupt(&path, format!("unreadable: {error}")),
+            Err(error) if is_damage(&error) => {
+                return self.corrupt(&path, format!("unreadable: {error}"));
+            }
+            Err(error) => {
+                self.cannot_read(&path, &error);
+                return RecordLookup::Miss;
+            }
         };
         let result = match decode_record(&bytes) {
             Ok(result) => result,
@@ -223,6 +239,19 @@ impl DiskStore {
     fn corrupt(&self, path: &Path, reason: String) -> RecordLookup {
         self.remove_damaged(path, &reason);
         RecordLookup::Corrupt { reason }
+    }
+
+    /// Warns (once per path) that a stored file could not be read for a reason that is not
+    /// damage: it reads as a miss and stays for the runs that can read it.
+    fn cannot_read(&self, path: &Path, error: &io::Error) {
+        if self
+            .warned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(path.to_owned())
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot read a cache entry; it reads as a miss and is left in place");
+        }
     }
 
     fn remove_damaged(&self, path: &Path, reason: &str) {

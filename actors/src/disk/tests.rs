@@ -813,3 +813,15 @@ fn a_blob_written_in_pieces_is_published_whole_and_scanned_back_verified() {
     assert!(!store.has_blob(&digest));
     assert_eq!(store.scan_blob(&digest, |_| {}), BlobRead::Missing);
 }
+
+#[test]
+fn only_errors_that_say_a_file_is_damaged_remove_it() {
+    // A process short of open files or memory, or not allowed to read, leaves a good entry.
+    for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EACCES, libc::EINTR] {
+        assert!(!is_damage(&io::Error::from_raw_os_error(errno)), "errno {errno}");
+    }
+    // A file that cannot be read back whole is damaged.
+    assert!(is_damage(&io::Error::from_raw_os_error(libc::EIO)));
+    assert!(is_damage(&io::Error::from_raw_os_error(libc::EISDIR)));
+    assert!(is_damage(&io::Error::from(io::ErrorKind::UnexpectedEof)));
+}
