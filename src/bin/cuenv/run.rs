@@ -44,14 +44,19 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
     }
     let (cancel_tx, cancel) = watch::channel(false);
     let signals = tokio::spawn(async move {
-        let (Ok(mut interrupt), Ok(mut terminate)) =
-            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-        else {
+        // SIGHUP too: a closed terminal or a dropped ssh session must not leave the tasks
+        // running as orphans, nor the results that completed unflushed.
+        let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
             return;
         };
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
         }
         let _ = cancel_tx.send(true);
         // A second one: the user will not wait for tasks to stop or for the cache to flush.
@@ -60,6 +65,7 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
         }
         runner::kill_every_task();
         eprintln!("interrupted again: stopped without waiting");
