@@ -48,7 +48,9 @@ pub struct ExecuteOptions {
     /// Return as soon as the execution finished, and store its result in the background (the
     /// cross-process lock is held until the store is done; shutdown waits for it; a concurrent
     /// identical call waits for the store and shares the result). `cuenv run` uses this so a
-    /// task's dependents start while its outputs are being stored.
+    /// task's dependents start while its outputs are being stored. At most
+    /// [`BACKGROUND_STORES`] stores run in the background at once; past that, a call returns
+    /// once its result is stored.
     pub store_in_background: bool,
 }
 
