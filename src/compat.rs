@@ -9,7 +9,7 @@
 //! any other. It is written by the disk tier's store path, so standard output and error are
 //! logs (inline when small, blobs otherwise) as for any task; the
 //! legacy `output_files` map (path → content hash), the caller's `cache_key` and whether each
-//! log was present are kept in [`ActionResult::metadata`]; `executed_at` is
+//! log was present are kept in [`ActionResult::metadata`](cuenv_actors::result::ActionResult::metadata); `executed_at` is
 //! `executed_at_ms` (millisecond precision).
 //!
 //! # Why the legacy manager owns a tokio runtime

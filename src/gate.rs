@@ -4,7 +4,7 @@
 //! Every accepted request holds a [`Pass`] until its result is stored; `shutdown` closes the
 //! gate and awaits [`WorkGate::drained`], then stops the actors. So shutdown never cuts off an
 //! accepted write, and no work starts after shutdown began. Like single flight, it uses only
-//! [`crate::sync`] types so `loom-tests` can check it.
+//! `crate::sync` types so `loom-tests` can check it.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -7,7 +7,7 @@
 //! cancelled). Either way the key leaves the in-flight map and every waiter is woken, so nothing
 //! hangs and nothing stale stays behind; a later `join` starts a fresh flight.
 //!
-//! The state machine uses only [`crate::sync`] types (no tokio), so `loom-tests` can check it
+//! The state machine uses only `crate::sync` types (no tokio), so `loom-tests` can check it
 //! under every interleaving.
 //!
 //! # Concurrent calls on the same key
