@@ -130,7 +130,7 @@ impl DiskStore {
     /// Runs `store_one` (which stores a blob) on every item and returns the outcomes in item
     /// order, or the failure with the lowest index. Few items run inline (waking threads for
     /// one blob costs more than it saves); many run in parallel: on the pool when blobs are
-    /// not fsynced, else on [`SYNCING_THREADS`] scoped threads, joined before this returns. A
+    /// not fsynced, else on a few scoped threads (16), joined before this returns. A
     /// failure stops the threads after the item each has in hand.
     pub fn store_each<T: Sync, R: Send>(
         &self,

@@ -3,8 +3,7 @@
 //! BuildBuddy.
 //!
 //! This module is the only place that knows tonic, prost and the REAPI types; its public API
-//! speaks the crate's own [`Digest`](crate::Digest), [`ActionResult`](crate::result::ActionResult),
-//! [`KeyManifest`](crate::key_gen::KeyManifest) and [`DiskStore`](crate::disk::DiskStore).
+//! speaks the crate's own [`Digest`], [`ActionResult`], [`KeyManifest`] and [`DiskStore`].
 //!
 //! - **Keys.** The local store stays keyed by blake3. A result's remote key is the digest of a
 //!   REAPI `Action` built from its manifest (see `action.rs`); blobs are named remote-side by
