@@ -795,29 +795,32 @@ dependencies = ["quick"]
     assert!(p.state().join("marker").exists());
 }
 
-/// A closed terminal or a dropped ssh session (SIGHUP) stops the run as Ctrl-C does, instead
-/// of killing cuenv alone and leaving its tasks running as orphans.
+/// A closed terminal or a dropped ssh session (SIGHUP) stops the run as Ctrl-C does, and
+/// Ctrl-\\ (SIGQUIT) as a second Ctrl-C does, instead of ending cuenv alone and leaving its
+/// tasks running as orphans.
 #[test]
-fn a_hangup_stops_the_tasks_as_ctrl_c_does() {
-    let p = Project::new(&format!(
-        "[tasks.slow]\ncommand = '{}; sleep 30 & echo $! > \"$STATE/sleep.pid\"; wait $!'\n",
-        mark("slow")
-    ));
-    let child = p.spawn(&["run", "slow"], &[]);
-    let started = Instant::now();
-    let sleep = loop {
-        if let Some(sleep) = p.pid("sleep.pid") {
-            break sleep;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "slow never started");
-        pause(20);
-    };
-    let cuenv = i32::try_from(child.id()).expect("pid");
-    // SAFETY: kill only sends a signal, to our own child.
-    assert_eq!(unsafe { libc::kill(cuenv, libc::SIGHUP) }, 0);
-    let run = wait_with_deadline(child, Duration::from_secs(10)).expect(130);
-    assert!(run.stderr.contains("Interrupted"), "{}", run.stderr);
-    assert!(!alive(sleep), "the task's process group survived");
+fn a_hangup_or_a_quit_stops_the_tasks_too() {
+    for (signal, says) in [(libc::SIGHUP, "Interrupted"), (libc::SIGQUIT, "quit: stopped")] {
+        let p = Project::new(&format!(
+            "[tasks.slow]\ncommand = '{}; sleep 30 & echo $! > \"$STATE/sleep.pid\"; wait $!'\n",
+            mark("slow")
+        ));
+        let child = p.spawn(&["run", "slow"], &[]);
+        let started = Instant::now();
+        let sleep = loop {
+            if let Some(sleep) = p.pid("sleep.pid") {
+                break sleep;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "slow never started");
+            pause(20);
+        };
+        let cuenv = i32::try_from(child.id()).expect("pid");
+        // SAFETY: kill only sends a signal, to our own child.
+        assert_eq!(unsafe { libc::kill(cuenv, signal) }, 0);
+        let run = wait_with_deadline(child, Duration::from_secs(10)).expect(130);
+        assert!(run.stderr.contains(says), "signal {signal}: {}", run.stderr);
+        assert!(!alive(sleep), "signal {signal}: the task's process group survived");
+    }
 }
 
 /// Waits for `child` to exit, killing it (and failing) after `deadline`.

@@ -45,30 +45,39 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
     let (cancel_tx, cancel) = watch::channel(false);
     let signals = tokio::spawn(async move {
         // SIGHUP too: a closed terminal or a dropped ssh session must not leave the tasks
-        // running as orphans, nor the results that completed unflushed.
-        let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+        // running as orphans, nor the results that completed unflushed. SIGQUIT (Ctrl-\\)
+        // means now: it stops as a second Ctrl-C does.
+        let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup), Ok(mut quit)) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
+            signal(SignalKind::quit()),
         ) else {
             return;
         };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-            _ = hangup.recv() => {}
-        }
-        let _ = cancel_tx.send(true);
-        // A second one: the user will not wait for tasks to stop or for the cache to flush.
-        // Leave at once, taking the tasks along; every cache write is a temp file renamed into
-        // place, so what is cut short is a temp file, never a damaged entry.
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-            _ = hangup.recv() => {}
+        let quit_at_once = tokio::select! {
+            _ = interrupt.recv() => false,
+            _ = terminate.recv() => false,
+            _ = hangup.recv() => false,
+            _ = quit.recv() => true,
+        };
+        if !quit_at_once {
+            let _ = cancel_tx.send(true);
+            // A second one: the user will not wait for tasks to stop or for the cache to
+            // flush. Leave at once, taking the tasks along; every cache write is a temp file
+            // renamed into place, so what is cut short is a temp file, never a damaged entry.
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+                _ = hangup.recv() => {}
+                _ = quit.recv() => {}
+            }
         }
         runner::kill_every_task();
-        eprintln!("interrupted again: stopped without waiting");
+        eprintln!(
+            "{}: stopped without waiting",
+            if quit_at_once { "quit" } else { "interrupted again" }
+        );
         std::process::exit(130);
     });
     let report = runner::run(&manager, file, env, options, cancel).await;
