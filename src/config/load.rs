@@ -111,6 +111,8 @@ fn finish(
 fn parse_document(text: &str, env: &EnvMap) -> (GlobalCacheConfig, Vec<Problem>) {
     let mut config = GlobalCacheConfig::defaults_from(env);
     let mut problems = Problems::default();
+    // A leading byte order mark, as some Windows editors write, is skipped.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match serde_json::from_str::<Value>(text) {
         Ok(value) => {
             if let Some(fields) = Fields::new("", &value, &mut problems) {

@@ -119,8 +119,10 @@ fn toml_document(text: &str) -> Result<Value, String> {
     Ok(toml_to_json(toml::Value::Table(table)))
 }
 
-/// Parses JSON text; serde_json's message already names the line and column.
+/// Parses JSON text; serde_json's message already names the line and column. A leading byte
+/// order mark, as some Windows editors write, is skipped.
 fn json_document(text: &str) -> Result<Value, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     serde_json::from_str(text).map_err(|error| format!("invalid JSON: {error}"))
 }
 

@@ -440,6 +440,10 @@ fn json_syntax_error_reports_line_and_column() {
         "invalid cache configuration in bad.json:\n  invalid JSON at line 4, column 1: expected value"
     );
     assert_eq!(problem_lines(from_json("[1, 2]")), ["expected a table/object, found a list"]);
+    // A byte order mark, as some Windows editors write, is no syntax error.
+    let marked = "\u{feff}{\"max_size\": \"1GiB\"}";
+    let config = GlobalCacheConfig::from_json_str(marked, "bom.json", &EnvMap::new());
+    assert_eq!(config.expect("BOM").max_size, 1 << 30);
 }
 
 #[test]

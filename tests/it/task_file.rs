@@ -83,6 +83,13 @@ fn toml_and_json_files_read_the_same() {
     let toml = TaskFile::load(&write(dir.path(), "x/cuenv.toml", TOML), None).expect("toml");
     let json = TaskFile::load(&write(dir.path(), "y/cuenv.json", JSON), None).expect("json");
     assert_eq!(toml.tasks, json.tasks);
+    // With the byte order mark some Windows editors write, and their line endings.
+    let marked = format!("\u{feff}{}", JSON.replace('\n', "\r\n"));
+    let json = TaskFile::load(&write(dir.path(), "z/cuenv.json", &marked), None).expect("BOM");
+    assert_eq!(toml.tasks, json.tasks);
+    let marked = format!("\u{feff}{}", TOML.replace('\n', "\r\n"));
+    let toml_marked = TaskFile::load(&write(dir.path(), "w/cuenv.toml", &marked), None);
+    assert_eq!(toml.tasks, toml_marked.expect("BOM").tasks);
 }
 
 #[test]
