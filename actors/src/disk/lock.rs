@@ -70,12 +70,31 @@ fn set_lock(file: &File, at: i64, kind: libc::c_int) -> io::Result<bool> {
 }
 
 impl LockFile {
+    /// The open lock file, opened again if the one at its path is another file now (the cache
+    /// was cleaned under a long-lived process): locks on a removed file exclude nobody.
     fn file(&self, layout: &Layout) -> io::Result<Arc<File>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = layout.locks().join("digests");
         let mut file = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(file) = file.as_ref() {
-            return Ok(Arc::clone(file));
+        if let Some(open) = file.as_ref() {
+            let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+                (a.dev(), a.ino()) == (b.dev(), b.ino())
+            };
+            if let (Ok(open_now), Ok(at_path)) = (open.metadata(), std::fs::metadata(&path))
+                && same(&open_now, &at_path)
+            {
+                return Ok(Arc::clone(open));
+            }
         }
-        let opened = Arc::new(fsio::open_lock_file(&layout.locks().join("digests"))?);
+        let opened = match fsio::open_lock_file(&path) {
+            // Its directory went with a cleaned cache: made again, as a store makes it.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(layout.locks())?;
+                fsio::open_lock_file(&path)?
+            }
+            opened => opened?,
+        };
+        let opened = Arc::new(opened);
         *file = Some(Arc::clone(&opened));
         Ok(opened)
     }
@@ -149,5 +168,21 @@ mod tests {
         drop(held.next());
         assert!(theirs.acquire(&layout, &first, Duration::ZERO).unwrap().is_some());
         assert!(theirs.acquire(&layout, &second, Duration::ZERO).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_lock_file_removed_under_a_store_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.locks()).unwrap();
+        let (ours, theirs) = (LockFile::default(), LockFile::default());
+        let (first, second) = (Digest::of(b"a"), Digest::of(b"b"));
+        let _held = ours.acquire(&layout, &first, Duration::ZERO).unwrap().expect("free lock");
+        // The cache is cleaned: a process that starts now creates a new lock file (and its
+        // directory)...
+        std::fs::remove_dir_all(layout.locks()).unwrap();
+        let _theirs = theirs.acquire(&layout, &second, Duration::ZERO).unwrap().expect("free");
+        // ...which our next lock uses too, so the two exclude each other again.
+        assert!(ours.acquire(&layout, &second, Duration::from_millis(30)).unwrap().is_none());
     }
 }
