@@ -39,7 +39,7 @@ impl Plan {
             return Err(Error::Plan(format!(
                 "no task named; give task names or --all (tasks in {}: {})",
                 file.path.display(),
-                available.join(", ")
+                crate::task::listed(&available, available.len())
             )));
         }
         let order = file.closure(&requested)?;

@@ -140,20 +140,24 @@ fn unknown_task_message(name: &str, suggestion: Option<&str>, available: &[Strin
     } else {
         (format!("tasks containing {name:?}"), containing)
     };
-    let shown: Vec<&str> = names.iter().take(LISTED_TASKS).map(|task| task.as_str()).collect();
-    message.push_str(&format!("; {label}: {}", shown.join(", ")));
-    if names.len() > shown.len() {
-        message.push_str(&format!(
-            " and {} more (of {} tasks)",
-            names.len() - shown.len(),
-            available.len()
-        ));
-    }
+    let names: Vec<&str> = names.iter().map(|task| task.as_str()).collect();
+    message.push_str(&format!("; {label}: {}", listed(&names, available.len())));
     message
 }
 
-/// How many task names an unknown-task error lists at most.
+/// How many task names an error lists at most.
 const LISTED_TASKS: usize = 20;
+
+/// The first [`LISTED_TASKS`] of `names`, then how many more there are (of `total` tasks): a
+/// big monorepo's thousands of names would make an error line of tens of kilobytes.
+pub(crate) fn listed(names: &[&str], total: usize) -> String {
+    let shown = &names[..names.len().min(LISTED_TASKS)];
+    let mut text = shown.join(", ");
+    if names.len() > shown.len() {
+        text.push_str(&format!(" and {} more (of {total} tasks)", names.len() - shown.len()));
+    }
+    text
+}
 
 impl TaskFile {
     /// Finds the task file for `start_dir`: the first of `cuenv.toml`, `cuenv.json` and

@@ -1267,6 +1267,23 @@ fn a_lone_tasks_unfinished_line_shows_while_the_task_runs() {
     assert!(child.wait().expect("wait").success());
 }
 
+#[test]
+fn a_run_without_tasks_lists_a_screenful_of_them() {
+    let toml: String = (0..30).map(|n| format!("[tasks.t{n:02}]\ncommand = 'true'\n")).collect();
+    let p = Project::new(&toml);
+    let run = p.run(&["run"]).expect(2);
+    let names: Vec<String> = (0..20).map(|n| format!("t{n:02}")).collect();
+    assert!(
+        run.stderr.contains(&format!(
+            "no task named; give task names or --all (tasks in {}: {} and 10 more (of 30 tasks))",
+            p.path("cuenv.toml").display(),
+            names.join(", ")
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
 /// A high `--jobs` under a low limit on open files: the run fits itself to the limit instead
 /// of failing task after task with "Too many open files".
 #[test]
