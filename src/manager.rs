@@ -121,8 +121,8 @@ struct Inner {
     _private_dir: Option<tempfile::TempDir>,
 }
 
-/// The most stores that run in the background at once. Each holds its digest's lock file and
-/// its logs; past this many, a call waits for its own store as without
+/// The most stores that run in the background at once. Each holds its digest's lock and its
+/// logs; past this many, a call waits for its own store as without
 /// `store_in_background`, so stores cannot pile up behind executions that outpace them.
 pub const BACKGROUND_STORES: usize = 64;
 

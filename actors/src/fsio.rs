@@ -37,6 +37,12 @@ pub fn umask() -> u32 {
     })
 }
 
+/// A file's identity: its device and inode, the same however its path is spelled.
+pub fn identity(metadata: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
+}
+
 /// Opens `path` for reading without waiting: a named pipe (swapped in after a stat said it was
 /// a file) opens at once instead of waiting for a writer; a regular file ignores the flag.
 pub fn open_nonblocking(path: &Path) -> io::Result<File> {

@@ -129,18 +129,18 @@ fn unknown_task_message(name: &str, suggestion: Option<&str>, available: &[Strin
     }
     // A big monorepo defines thousands of tasks: list a screenful, preferring the names that
     // contain the one asked for (`build` finds `pkg-a:build`).
-    let containing: Vec<&String> = if available.len() > LISTED_TASKS {
+    let all: Vec<&str> = available.iter().map(String::as_str).collect();
+    let containing: Vec<&str> = if all.len() > LISTED_TASKS {
         let lowered = name.to_lowercase();
-        available.iter().filter(|task| task.to_lowercase().contains(&lowered)).collect()
+        all.iter().copied().filter(|task| task.to_lowercase().contains(&lowered)).collect()
     } else {
         Vec::new()
     };
     let (label, names) = if containing.is_empty() {
-        ("available tasks".to_owned(), available.iter().collect())
+        ("available tasks".to_owned(), all)
     } else {
         (format!("tasks containing {name:?}"), containing)
     };
-    let names: Vec<&str> = names.iter().map(|task| task.as_str()).collect();
     message.push_str(&format!("; {label}: {}", listed(&names, available.len())));
     message
 }

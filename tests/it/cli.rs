@@ -140,6 +140,18 @@ impl Project {
         }
     }
 
+    /// Waits (up to 20 s, then fails) until a task has written its pid to `$STATE/FILE`.
+    fn wait_for_pid(&self, file: &str) -> i32 {
+        let started = Instant::now();
+        loop {
+            if let Some(pid) = self.pid(file) {
+                return pid;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "{file} never appeared");
+            pause(20);
+        }
+    }
+
     /// `cuenv ARGS` in the project root, with a clean environment plus `env`.
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cuenv"));
@@ -765,14 +777,7 @@ dependencies = ["quick"]
     ));
     let child = p.spawn(&["run", "slow"], &[]);
     // `slow` starts only once `quick` has completed and been stored.
-    let started = Instant::now();
-    let (shell, sleep) = loop {
-        if let (Some(shell), Some(sleep)) = (p.pid("sh.pid"), p.pid("sleep.pid")) {
-            break (shell, sleep);
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "slow never started");
-        pause(20);
-    };
+    let (shell, sleep) = (p.wait_for_pid("sh.pid"), p.wait_for_pid("sleep.pid"));
     let cuenv = i32::try_from(child.id()).expect("pid");
     // SAFETY: kill only sends a signal, to our own child.
     assert_eq!(unsafe { libc::kill(cuenv, libc::SIGINT) }, 0);
@@ -806,14 +811,7 @@ fn a_hangup_or_a_quit_stops_the_tasks_too() {
             mark("slow")
         ));
         let child = p.spawn(&["run", "slow"], &[]);
-        let started = Instant::now();
-        let sleep = loop {
-            if let Some(sleep) = p.pid("sleep.pid") {
-                break sleep;
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "slow never started");
-            pause(20);
-        };
+        let sleep = p.wait_for_pid("sleep.pid");
         let cuenv = i32::try_from(child.id()).expect("pid");
         // SAFETY: kill only sends a signal, to our own child.
         assert_eq!(unsafe { libc::kill(cuenv, signal) }, 0);

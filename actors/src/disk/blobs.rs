@@ -189,14 +189,11 @@ impl DiskStore {
     }
 
     /// A blob that could not be read: `Corrupt` (and removed) if the error says it is damaged,
-    /// else `Missing` for now (left in place, with a warning).
+    /// else `Missing` for now (left in place).
     fn unreadable_blob(&self, path: &Path, error: &io::Error) -> BlobRead {
-        if super::is_damage(error) {
-            self.remove_damaged(path, &format!("unreadable blob: {error}"));
-            BlobRead::Corrupt
-        } else {
-            self.cannot_read(path, error);
-            BlobRead::Missing
+        match self.unreadable(path, error, "unreadable blob") {
+            Some(_) => BlobRead::Corrupt,
+            None => BlobRead::Missing,
         }
     }
 

@@ -73,18 +73,13 @@ impl LockFile {
     /// The open lock file, opened again if the one at its path is another file now (the cache
     /// was cleaned under a long-lived process): locks on a removed file exclude nobody.
     fn file(&self, layout: &Layout) -> io::Result<Arc<File>> {
-        use std::os::unix::fs::MetadataExt;
         let path = layout.locks().join("digests");
         let mut file = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(open) = file.as_ref() {
-            let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
-                (a.dev(), a.ino()) == (b.dev(), b.ino())
-            };
-            if let (Ok(open_now), Ok(at_path)) = (open.metadata(), std::fs::metadata(&path))
-                && same(&open_now, &at_path)
-            {
-                return Ok(Arc::clone(open));
-            }
+        if let Some(open) = file.as_ref()
+            && let (Ok(open_now), Ok(at_path)) = (open.metadata(), std::fs::metadata(&path))
+            && fsio::identity(&open_now) == fsio::identity(&at_path)
+        {
+            return Ok(Arc::clone(open));
         }
         let opened = match fsio::open_lock_file(&path) {
             // Its directory went with a cleaned cache: made again, as a store makes it.
@@ -132,13 +127,17 @@ impl LockFile {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_digest_lock_excludes_other_holders_until_dropped() {
+    /// A store's layout in a temp directory, and two lock files on it: what two processes have.
+    fn two_processes() -> (tempfile::TempDir, Layout, LockFile, LockFile) {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         std::fs::create_dir_all(layout.locks()).unwrap();
-        // Two lock files: what two processes have.
-        let (ours, theirs) = (LockFile::default(), LockFile::default());
+        (dir, layout, LockFile::default(), LockFile::default())
+    }
+
+    #[test]
+    fn a_digest_lock_excludes_other_holders_until_dropped() {
+        let (_dir, layout, ours, theirs) = two_processes();
         let (digest, other) = (Digest::of(b"a"), Digest::of(b"b"));
         let held = ours.acquire(&layout, &digest, Duration::ZERO).unwrap().expect("free lock");
         // The other process cannot take it...
@@ -151,10 +150,7 @@ mod tests {
 
     #[test]
     fn the_locks_of_one_store_share_one_open_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        std::fs::create_dir_all(layout.locks()).unwrap();
-        let (ours, theirs) = (LockFile::default(), LockFile::default());
+        let (_dir, layout, ours, theirs) = two_processes();
         let held: Vec<DigestLock> = (0..500u32)
             .map(|n| ours.acquire(&layout, &Digest::of(&n.to_le_bytes()), Duration::ZERO))
             .map(|lock| lock.unwrap().expect("free lock"))
@@ -172,10 +168,7 @@ mod tests {
 
     #[test]
     fn a_lock_file_removed_under_a_store_is_opened_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        std::fs::create_dir_all(layout.locks()).unwrap();
-        let (ours, theirs) = (LockFile::default(), LockFile::default());
+        let (_dir, layout, ours, theirs) = two_processes();
         let (first, second) = (Digest::of(b"a"), Digest::of(b"b"));
         let _held = ours.acquire(&layout, &first, Duration::ZERO).unwrap().expect("free lock");
         // The cache is cleaned: a process that starts now creates a new lock file (and its

@@ -205,12 +205,11 @@ impl DiskStore {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return RecordLookup::Miss,
-            Err(error) if is_damage(&error) => {
-                return self.corrupt(&path, format!("unreadable: {error}"));
-            }
             Err(error) => {
-                self.cannot_read(&path, &error);
-                return RecordLookup::Miss;
+                return match self.unreadable(&path, &error, "unreadable") {
+                    Some(reason) => RecordLookup::Corrupt { reason },
+                    None => RecordLookup::Miss,
+                };
             }
         };
         let result = match decode_record(&bytes) {
@@ -241,29 +240,31 @@ impl DiskStore {
         RecordLookup::Corrupt { reason }
     }
 
-    /// Warns (once per path) that a stored file could not be read for a reason that is not
-    /// damage: it reads as a miss and stays for the runs that can read it.
-    fn cannot_read(&self, path: &Path, error: &io::Error) {
-        if self
-            .warned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(path.to_owned())
-        {
+    /// A stored file that could not be read. If `error` says it is damaged, it is removed
+    /// (with a warning) and the reason returned; otherwise it is left for the runs that can
+    /// read it, with a warning, and this is `None`: a miss either way.
+    fn unreadable(&self, path: &Path, error: &io::Error, what: &str) -> Option<String> {
+        if is_damage(error) {
+            let reason = format!("{what}: {error}");
+            self.remove_damaged(path, &reason);
+            return Some(reason);
+        }
+        if self.first_warning(path) {
             tracing::warn!(path = %path.display(), %error, "cannot read a cache entry; it reads as a miss and is left in place");
         }
+        None
     }
 
     fn remove_damaged(&self, path: &Path, reason: &str) {
         let _ = fs::remove_file(path);
-        let first = self
-            .warned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(path.to_owned());
-        if first {
+        if self.first_warning(path) {
             tracing::warn!(path = %path.display(), %reason, "removed a damaged cache entry; it reads as a miss");
         }
+    }
+
+    /// Whether nothing was said about `path` yet: each damaged file is logged once.
+    fn first_warning(&self, path: &Path) -> bool {
+        self.warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(path.to_owned())
     }
 
     /// Remembers `digest` as the last result stored for `task` of the project at `project_id`,

@@ -21,7 +21,7 @@ use super::KeyError;
 use super::hash::hash_open_file_on;
 use super::manifest::{InputFile, InputKind};
 use super::stat_cache::{FileStamp, StatCache};
-use crate::Digest;
+use crate::{Digest, fsio};
 
 /// Up to this many files, a key is computed inline; beyond it, on the pool.
 const PARALLEL_AT: usize = 256;
@@ -255,7 +255,7 @@ impl SkipDirs {
         SkipDirs(
             dirs.iter()
                 .filter_map(|dir| fs::metadata(dir).ok())
-                .map(|metadata| identity(&metadata))
+                .map(|metadata| fsio::identity(&metadata))
                 .collect(),
         )
     }
@@ -264,19 +264,14 @@ impl SkipDirs {
     pub(crate) fn holds(&self, entry: &fs::DirEntry) -> bool {
         use std::os::unix::fs::DirEntryExt;
         self.0.iter().any(|(_, ino)| *ino == entry.ino())
-            && entry.metadata().is_ok_and(|metadata| self.0.contains(&identity(&metadata)))
+            && entry.metadata().is_ok_and(|metadata| self.0.contains(&fsio::identity(&metadata)))
     }
 
     /// Whether the directory at `path` is one of them.
     pub(crate) fn holds_path(&self, path: &Path) -> bool {
         !self.0.is_empty()
-            && fs::metadata(path).is_ok_and(|metadata| self.0.contains(&identity(&metadata)))
+            && fs::metadata(path).is_ok_and(|metadata| self.0.contains(&fsio::identity(&metadata)))
     }
-}
-
-fn identity(metadata: &fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (metadata.dev(), metadata.ino())
 }
 
 impl Walk<'_> {
@@ -456,7 +451,7 @@ impl Walk<'_> {
             return Ok(Visited { file, fresh: None, source: Source::StatCache });
         }
         let absolute = self.root.join(&path);
-        let hash = crate::fsio::open_nonblocking(&absolute)
+        let hash = fsio::open_nonblocking(&absolute)
             .and_then(|opened| hash_open_file_on(self.pool, &opened, metadata.len()))
             .map_err(|error| KeyError::io(self.task, &absolute, error))?;
         // Only settled files go into the stat cache; skip the copy of the path for the rest.

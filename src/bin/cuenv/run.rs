@@ -8,7 +8,7 @@ use cuenv::EnhancedCacheManager;
 use cuenv::config::{CacheMode, GlobalCacheConfig};
 use cuenv::runner::{self, RunOptions};
 use cuenv::task::TaskFile;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::Setup;
@@ -44,34 +44,14 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
     }
     let (cancel_tx, cancel) = watch::channel(false);
     let signals = tokio::spawn(async move {
-        // SIGHUP too: a closed terminal or a dropped ssh session must not leave the tasks
-        // running as orphans, nor the results that completed unflushed. SIGQUIT (Ctrl-\\)
-        // means now: it stops as a second Ctrl-C does.
-        let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup), Ok(mut quit)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-            signal(SignalKind::quit()),
-        ) else {
-            return;
-        };
-        let quit_at_once = tokio::select! {
-            _ = interrupt.recv() => false,
-            _ = terminate.recv() => false,
-            _ = hangup.recv() => false,
-            _ = quit.recv() => true,
-        };
+        let Ok(mut stops) = Stops::new() else { return };
+        let quit_at_once = stops.next().await;
         if !quit_at_once {
             let _ = cancel_tx.send(true);
             // A second one: the user will not wait for tasks to stop or for the cache to
             // flush. Leave at once, taking the tasks along; every cache write is a temp file
             // renamed into place, so what is cut short is a temp file, never a damaged entry.
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-                _ = hangup.recv() => {}
-                _ = quit.recv() => {}
-            }
+            stops.next().await;
         }
         runner::kill_every_task();
         eprintln!(
@@ -89,6 +69,37 @@ pub(crate) async fn run(setup: &Setup, args: &RunArgs) -> anyhow::Result<u8> {
     let report = report?;
     shutdown?;
     Ok(report.exit_code())
+}
+
+/// The signals that stop a run: Ctrl-C and SIGTERM; SIGHUP too, since a closed terminal or a
+/// dropped ssh session must not leave the tasks running as orphans, nor the results that
+/// completed unflushed; and SIGQUIT (Ctrl-\\), which means now.
+struct Stops {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    quit: Signal,
+}
+
+impl Stops {
+    fn new() -> std::io::Result<Self> {
+        Ok(Stops {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// Waits for the next one; `true` if it was SIGQUIT.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.interrupt.recv() => false,
+            _ = self.terminate.recv() => false,
+            _ = self.hangup.recv() => false,
+            _ = self.quit.recv() => true,
+        }
+    }
 }
 
 /// Open files that one running task may hold: its stdout and stderr pipes, their write ends
