@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cuenv_actors::disk::{
-    DiskLookup, DiskSettings, DiskStore, LogSource, RestoreTarget, StoreOutcome, StoreRequest,
-    now_ms,
+    DiskLookup, DiskSettings, DiskStore, LogSource, RestoreReport, RestoreTarget, StoreOutcome,
+    StoreRequest, now_ms,
 };
 use cuenv_actors::key_gen::{ActionKey, KeyManifest, KeyRequest, inputs_changed};
 use cuenv_actors::memory::MemoryEntry;
@@ -557,6 +557,21 @@ impl Inner {
         // One disk job reads the record and restores its outputs.
         let (found, restored) =
             self.runtime.disk().lookup_and_restore(*digest, target.clone()).await?;
+        self.disk_found((found, restored), digest, manifest, task, target, ask_remote).await
+    }
+
+    /// What a disk lookup (`found`, and how restoring a hit went) makes of a call: a hit
+    /// (back-filling memory), or on a miss or damage the remote's answer (with `ask_remote`,
+    /// unless a prefetch already asked), or a miss.
+    async fn disk_found(
+        &self,
+        (found, restored): (DiskLookup, Option<Result<RestoreReport, cuenv_actors::Error>>),
+        digest: &Digest,
+        manifest: &KeyManifest,
+        task: &str,
+        target: &RestoreTarget,
+        ask_remote: bool,
+    ) -> Result<Option<Execution>, Error> {
         let prefetched = self.prefetched().remove(digest);
         match (found, restored) {
             (DiskLookup::Hit(entry), Some(restored)) => {
@@ -618,7 +633,7 @@ impl Inner {
         Found { entry, digest, tier }: Found,
         task: &str,
         root: &Path,
-        restored: Result<cuenv_actors::disk::RestoreReport, cuenv_actors::Error>,
+        restored: Result<RestoreReport, cuenv_actors::Error>,
         first_look: bool,
     ) -> Result<Option<Execution>, Error> {
         match restored {
@@ -671,15 +686,21 @@ impl Inner {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let _lock = if job.mode.reads() {
-            let lock = self.runtime.disk().lock(job.digest, job.lock_wait).await?;
+            // Another process may have stored the result while this one waited for the lock:
+            // the disk is read again under it (the memory tier holds nothing the disk lacks; the
+            // remote was asked just before).
+            let (lock, found, restored) = self
+                .runtime
+                .disk()
+                .lock_and_lookup(job.digest, job.lock_wait, job.target.clone())
+                .await?;
             if lock.is_none() {
                 tracing::warn!(task = %job.task, "gave up waiting for another process running the same action; executing here");
             }
-            // Another process may have stored the result while this one waited for the lock;
-            // the remote was asked just before.
             let (digest, manifest) = (&job.digest, &job.manifest);
-            if let Some(hit) =
-                self.lookup_and_restore(digest, manifest, &job.task, &job.target, false).await?
+            if let Some(hit) = self
+                .disk_found((found, restored), digest, manifest, &job.task, &job.target, false)
+                .await?
             {
                 return Ok(hit);
             }

@@ -105,6 +105,10 @@ pub enum StoreOutcome {
 /// A lookup's answer with, on a hit, how restoring its outputs went.
 type LookupRestored = (DiskLookup, Option<Result<RestoreReport, RestoreError>>);
 
+/// What [`DiskHandle::lock_and_lookup`] found: the lock (`None` when the wait timed out), then
+/// the lookup made while holding it, with how restoring a hit went.
+pub type LockedLookup = (Option<DigestLock>, DiskLookup, Option<Result<RestoreReport, Error>>);
+
 enum DiskMessage {
     Lookup {
         digest: Digest,
@@ -124,10 +128,11 @@ enum DiskMessage {
         target: RestoreTarget,
         reply: oneshot::Sender<Result<RestoreReport, RestoreError>>,
     },
-    Lock {
+    LockAndLookup {
         digest: Digest,
         timeout: Duration,
-        reply: oneshot::Sender<io::Result<Option<DigestLock>>>,
+        target: RestoreTarget,
+        reply: oneshot::Sender<io::Result<(Option<DigestLock>, LookupRestored)>>,
     },
     Gc {
         target: GcTarget,
@@ -231,14 +236,21 @@ impl DiskHandle {
             .await??)
     }
 
-    /// Takes the cross-process lock of `digest`, waiting up to `timeout`.
-    pub async fn lock(
+    /// Takes the cross-process lock of `digest` (waiting up to `timeout`), then reads its record
+    /// and, on a hit, restores its outputs into `target`: what an executor does before it
+    /// executes (another process may have stored the result meanwhile), in one job.
+    pub async fn lock_and_lookup(
         &self,
         digest: Digest,
         timeout: Duration,
-    ) -> Result<Option<DigestLock>, Error> {
-        Ok(call(&self.mailbox, NAME, |reply| DiskMessage::Lock { digest, timeout, reply })
-            .await??)
+        target: impl Into<RestoreTarget>,
+    ) -> Result<LockedLookup, Error> {
+        let target = target.into();
+        let (lock, (found, restored)) = call(&self.mailbox, NAME, |reply| {
+            DiskMessage::LockAndLookup { digest, timeout, target, reply }
+        })
+        .await??;
+        Ok((lock, found, restored.map(|outcome| outcome.map_err(Error::from))))
     }
 
     /// Evicts to `target`.
@@ -352,12 +364,7 @@ impl DiskActor {
             }),
             DiskMessage::LookupAndRestore { digest, target, reply } => {
                 self.spawn_job(move |store| {
-                    let found = lookup(store, &digest);
-                    let restored = match &found {
-                        DiskLookup::Hit(entry) => Some(store.restore_entry(entry, &target)),
-                        DiskLookup::Miss | DiskLookup::Corrupt { .. } => None,
-                    };
-                    let _ = reply.send((found, restored));
+                    let _ = reply.send(lookup_and_restore(store, &digest, &target));
                 })
             }
             DiskMessage::Store { request, reply } => self.spawn_job(move |store| {
@@ -368,10 +375,13 @@ impl DiskActor {
             DiskMessage::Restore { entry, target, reply } => self.spawn_job(move |store| {
                 let _ = reply.send(store.restore_entry(&entry, &target));
             }),
-            DiskMessage::Lock { digest, timeout, reply } => {
+            DiskMessage::LockAndLookup { digest, timeout, target, reply } => {
                 let store = Arc::clone(&self.store);
                 self.waits.spawn_blocking(move || {
-                    let _ = reply.send(store.lock_digest(&digest, timeout));
+                    let locked = store
+                        .lock_digest(&digest, timeout)
+                        .map(|lock| (lock, lookup_and_restore(&store, &digest, &target)));
+                    let _ = reply.send(locked);
                 });
             }
             DiskMessage::Gc { target, reply } => self.spawn_job(move |store| {
@@ -411,6 +421,20 @@ fn lookup(store: &DiskStore, digest: &Digest) -> DiskLookup {
         RecordLookup::Miss => DiskLookup::Miss,
         RecordLookup::Corrupt { reason } => DiskLookup::Corrupt { reason },
     }
+}
+
+/// Reads a record and, on a hit, restores its outputs into `target`.
+fn lookup_and_restore(
+    store: &DiskStore,
+    digest: &Digest,
+    target: &RestoreTarget,
+) -> LookupRestored {
+    let found = lookup(store, digest);
+    let restored = match &found {
+        DiskLookup::Hit(entry) => Some(store.restore_entry(entry, target)),
+        DiskLookup::Miss | DiskLookup::Corrupt { .. } => None,
+    };
+    (found, restored)
 }
 
 /// A memory entry for `result` with the verified bytes of its logs (a replay needs them; output
