@@ -233,14 +233,19 @@ pub(crate) fn reads_outputs_of_unrelated_tasks(file: &TaskFile, plan: &Plan) -> 
                     })?;
                 Some(StrayRead {
                     reader: name.clone(),
-                    input: input.pattern.clone(),
+                    input: shown(&input.pattern).to_owned(),
                     writer: plan.order[*writer].clone(),
-                    output: output.pattern.clone(),
+                    output: shown(&output.pattern).to_owned(),
                     writer_after: ancestors.depends(*writer, reader),
                 })
             })
         })
         .collect()
+}
+
+/// A project-relative pattern as a user reads it: the project root itself is `.`.
+fn shown(pattern: &str) -> &str {
+    if pattern.is_empty() { "." } else { pattern }
 }
 
 /// Fails with every overlapping pair of concurrently runnable tasks.
@@ -267,9 +272,12 @@ pub(crate) fn check(file: &TaskFile, plan: &Plan) -> Result<(), Error> {
                 let (name_a, name_b) = (&plan.order[first], &plan.order[second]);
                 problems.push(format!(
                     "  tasks \"{name_a}\" and \"{name_b}\" may run at the same time but both write {} (outputs \"{}\" and \"{}\")",
-                    if x.is_glob { &y.pattern } else { &x.pattern },
-                    x.pattern,
-                    y.pattern
+                    match if x.is_glob { y.pattern.as_str() } else { x.pattern.as_str() } {
+                        "" => "the whole project",
+                        path => path,
+                    },
+                    shown(&x.pattern),
+                    shown(&y.pattern)
                 ));
             }
         }

@@ -735,6 +735,13 @@ fn task_file_errors_exit_2_with_their_message() {
             &["overlapping outputs", "tasks \"a\" and \"b\""],
         ),
         (
+            "the project root among overlapping outputs",
+            "[tasks.a]\ncommand = 'true'\noutputs = ['.']\n[tasks.b]\ncommand = 'true'\noutputs = ['**']\n",
+            &["run", "a", "b"],
+            &[],
+            &["both write the whole project (outputs \".\" and \"**\")"],
+        ),
+        (
             "unreadable cache config",
             simple,
             &["run", "a"],
