@@ -207,6 +207,7 @@ pub async fn run(
     let started = Instant::now();
     let plan = Plan::new(&file, &options)?;
     overlap::check(&file, &plan)?;
+    warn_of_unread_arguments(&file, &plan, &options);
     let printer =
         Arc::new(Printer::new(plan.order.clone(), plan.order.len() > 1, options.no_color));
     let slots = Arc::new(tokio::sync::Semaphore::new(options.jobs.get()));
@@ -229,6 +230,28 @@ pub async fn run(
     context.manager.settle().await;
     summarize(&printer, &report);
     Ok(report)
+}
+
+/// Arguments after `--` reach a task as its shell's positional parameters; a task whose text
+/// never reads them would run as if none were given (under another key), so that is said.
+fn warn_of_unread_arguments(file: &TaskFile, plan: &Plan, options: &RunOptions) {
+    if options.args.is_empty() {
+        return;
+    }
+    let requested = |name: &String| options.all || options.tasks.contains(name);
+    let unread: Vec<&str> = plan
+        .order
+        .iter()
+        .filter(|name| requested(name) && !file.tasks[name.as_str()].reads_arguments())
+        .map(String::as_str)
+        .collect();
+    if !unread.is_empty() {
+        let tasks = crate::task::listed(&unread, plan.order.len());
+        tracing::warn!(
+            tasks,
+            "the arguments after -- reach a task as its shell's positional parameters, and these tasks never read them; write \"$@\" where they belong in the command (for example: cargo test \"$@\")"
+        );
+    }
 }
 
 /// The scheduling loop: starts every ready task (up to a bound that keeps memory flat), each

@@ -94,6 +94,20 @@ impl TaskConfig {
         self.command.as_deref().or(self.script.as_deref()).unwrap_or("")
     }
 
+    /// Whether the task's shell text may read the arguments given after `--`, which reach it as
+    /// the shell's positional parameters: it expands `$@`, `$*`, `$#` or `$1`..`$9` (bare or in
+    /// braces), shifts or parses them, or sources a file (which sees them too).
+    pub fn reads_arguments(&self) -> bool {
+        let text = self.shell_text();
+        let expands = text.match_indices('$').any(|(at, _)| {
+            let rest = text[at + 1..].trim_start_matches('{');
+            rest.starts_with(|c: char| matches!(c, '@' | '*' | '#' | '1'..='9'))
+        });
+        let words = text.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '('));
+        expands
+            || words.into_iter().any(|word| matches!(word, "shift" | "getopts" | "source" | "."))
+    }
+
     /// The directory the task runs in: `root` joined with `working_dir`.
     pub fn working_dir_path(&self, root: &Path) -> PathBuf {
         match &self.working_dir {

@@ -117,6 +117,28 @@ fn absent_fields_take_defaults_with_cache_on() {
 }
 
 #[test]
+fn which_shell_texts_read_their_arguments() {
+    let reads = |text: &str| {
+        TaskConfig { command: Some(text.to_owned()), ..TaskConfig::default() }.reads_arguments()
+    };
+    for text in [
+        "cargo test \"$@\"",
+        "echo $*",
+        "echo \"${1:-none}\"",
+        "test $# -gt 0 && echo $2",
+        "while getopts v o; do :; done",
+        "shift; echo ok",
+        "cd x && . ./env.sh",
+        "source ./run.sh",
+    ] {
+        assert!(reads(text), "{text}");
+    }
+    for text in ["cargo test", "echo $HOME ${PATH}", "echo 1 2 3 > $OUT", "echo 'costs $'"] {
+        assert!(!reads(text), "{text}");
+    }
+}
+
+#[test]
 fn shell_text_and_working_dir_path() {
     let task = expected_build();
     assert_eq!(task.shell_text(), "cargo build");

@@ -983,6 +983,25 @@ fn args_go_to_the_named_task_only() {
     assert!(again.stdout.contains("main:three."), "{}", again.stdout);
 }
 
+#[test]
+fn arguments_a_task_never_reads_are_warned_of() {
+    let p = Project::new(
+        "[tasks.reads]\ncommand = 'echo \"$@\"'\n[tasks.deaf]\ncommand = 'echo deaf'\n[tasks.dep]\ncommand = 'true'\n[tasks.main]\ncommand = 'echo \"$1\"'\ndependencies = [\"dep\"]\n",
+    );
+    let warning = "these tasks never read them";
+    let run = p.run(&["run", "deaf", "reads", "--", "--verbose"]).ok();
+    assert!(
+        run.stderr.contains(warning) && run.stderr.contains("tasks=\"deaf\""),
+        "{}",
+        run.stderr
+    );
+    // A dependency gets no arguments, and a task that reads them is not named.
+    let run = p.run(&["run", "main", "--", "x"]).ok();
+    assert!(!run.stderr.contains(warning), "{}", run.stderr);
+    let run = p.run(&["run", "deaf"]).ok();
+    assert!(!run.stderr.contains(warning), "no arguments, no warning: {}", run.stderr);
+}
+
 // 17.
 #[test]
 fn scripts_and_working_dirs() {
