@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cuenv_actors::disk::{
-    DiskLookup, DiskSettings, DiskStore, LogSource, RestoreReport, RestoreTarget, StoreOutcome,
-    StoreRequest, now_ms,
+    DiskLookup, DiskSettings, DiskStore, LogSource, Looked, RestoreReport, RestoreTarget,
+    StoreOutcome, StoreRequest, now_ms,
 };
 use cuenv_actors::key_gen::{ActionKey, KeyManifest, KeyRequest, inputs_changed};
 use cuenv_actors::memory::MemoryEntry;
@@ -274,11 +274,15 @@ impl EnhancedCacheManager {
             root: invocation.project_root.to_owned(),
             stamps: Some(Arc::clone(&key.stamps)),
         };
+        let look = Look {
+            digest: &key.digest,
+            manifest: &key.manifest,
+            task: &task,
+            target: &target,
+            ask_remote: true,
+        };
         if mode.reads()
-            && let Some(hit) = self
-                .inner
-                .lookup_and_restore(&key.digest, &key.manifest, &task, &target, true)
-                .await?
+            && let Some(hit) = self.inner.lookup_and_restore(&look).await?
         {
             return Ok(hit);
         }
@@ -508,6 +512,17 @@ struct Found {
     tier: Tier,
 }
 
+/// What a lookup is for: the action, its task, where a hit is restored, and whether a miss
+/// asks the remote.
+#[derive(Clone, Copy)]
+struct Look<'a> {
+    digest: &'a Digest,
+    manifest: &'a KeyManifest,
+    task: &'a str,
+    target: &'a RestoreTarget,
+    ask_remote: bool,
+}
+
 /// What a leader needs to execute and store.
 struct Job {
     task: String,
@@ -540,14 +555,8 @@ impl Inner {
     /// restores outputs on a hit and back-fills the faster tiers. A damaged entry counts as
     /// corrupt and reads as a miss. Records the lookup and its hit; a miss is recorded by the
     /// caller that decides what happens next.
-    async fn lookup_and_restore(
-        &self,
-        digest: &Digest,
-        manifest: &KeyManifest,
-        task: &str,
-        target: &RestoreTarget,
-        ask_remote: bool,
-    ) -> Result<Option<Execution>, Error> {
+    async fn lookup_and_restore(&self, look: &Look<'_>) -> Result<Option<Execution>, Error> {
+        let Look { digest, task, target, ask_remote, .. } = *look;
         if let Some(entry) = self.runtime.memory().get(*digest).await?
             && let Some(hit) =
                 self.restore_hit(entry, Tier::Memory, task, target, ask_remote).await?
@@ -555,23 +564,19 @@ impl Inner {
             return Ok(Some(hit));
         }
         // One disk job reads the record and restores its outputs.
-        let (found, restored) =
-            self.runtime.disk().lookup_and_restore(*digest, target.clone()).await?;
-        self.disk_found((found, restored), digest, manifest, task, target, ask_remote).await
+        let looked = self.runtime.disk().lookup_and_restore(*digest, target.clone()).await?;
+        self.disk_found(looked, look).await
     }
 
-    /// What a disk lookup (`found`, and how restoring a hit went) makes of a call: a hit
-    /// (back-filling memory), or on a miss or damage the remote's answer (with `ask_remote`,
-    /// unless a prefetch already asked), or a miss.
+    /// What a disk lookup (and how restoring a hit went) makes of a call: a hit (back-filling
+    /// memory), or on a miss or damage the remote's answer (with `ask_remote`, unless a
+    /// prefetch already asked), or a miss.
     async fn disk_found(
         &self,
-        (found, restored): (DiskLookup, Option<Result<RestoreReport, cuenv_actors::Error>>),
-        digest: &Digest,
-        manifest: &KeyManifest,
-        task: &str,
-        target: &RestoreTarget,
-        ask_remote: bool,
+        (found, restored): Looked,
+        look: &Look<'_>,
     ) -> Result<Option<Execution>, Error> {
+        let Look { digest, manifest, task, target, ask_remote } = *look;
         let prefetched = self.prefetched().remove(digest);
         match (found, restored) {
             (DiskLookup::Hit(entry), Some(restored)) => {
@@ -689,7 +694,7 @@ impl Inner {
             // Another process may have stored the result while this one waited for the lock:
             // the disk is read again under it (the memory tier holds nothing the disk lacks; the
             // remote was asked just before).
-            let (lock, found, restored) = self
+            let (lock, looked) = self
                 .runtime
                 .disk()
                 .lock_and_lookup(job.digest, job.lock_wait, job.target.clone())
@@ -697,11 +702,14 @@ impl Inner {
             if lock.is_none() {
                 tracing::warn!(task = %job.task, "gave up waiting for another process running the same action; executing here");
             }
-            let (digest, manifest) = (&job.digest, &job.manifest);
-            if let Some(hit) = self
-                .disk_found((found, restored), digest, manifest, &job.task, &job.target, false)
-                .await?
-            {
+            let look = Look {
+                digest: &job.digest,
+                manifest: &job.manifest,
+                task: &job.task,
+                target: &job.target,
+                ask_remote: false,
+            };
+            if let Some(hit) = self.disk_found(looked, &look).await? {
                 return Ok(hit);
             }
             self.record(Counters { lookups: 1, misses: 1, ..Counters::default() });

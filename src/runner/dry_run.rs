@@ -47,14 +47,13 @@ pub async fn dry_run(
         while running.len() < limit {
             let Some(name) = plan.next_ready() else { break };
             let task = &file.tasks[&name];
-            let requested = options.all || options.tasks.contains(&name);
             let dependencies = plan.dependency_digests(&name, &digests);
             let invocation = TaskInvocation {
                 task_name: &name,
                 task,
                 project_root: &file.root,
                 env,
-                args: if requested { &options.args } else { &[] },
+                args: options.args_for(&name),
                 dependencies: &dependencies,
             };
             let key = manager.key_of(invocation);

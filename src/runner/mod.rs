@@ -51,6 +51,13 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// The arguments task `name` is given: those after `--` when it was named (or `--all`),
+    /// none when it only runs as a dependency.
+    pub fn args_for(&self, name: &str) -> &[String] {
+        let requested = self.all || self.tasks.iter().any(|task| task == name);
+        if requested { &self.args } else { &[] }
+    }
+
     /// Every task of the file, one at a time, nothing passed on: for a plan that is looked at,
     /// not run.
     pub fn every_task() -> Self {
@@ -235,14 +242,12 @@ pub async fn run(
 /// Arguments after `--` reach a task as its shell's positional parameters; a task whose text
 /// never reads them would run as if none were given (under another key), so that is said.
 fn warn_of_unread_arguments(file: &TaskFile, plan: &Plan, options: &RunOptions) {
-    if options.args.is_empty() {
-        return;
-    }
-    let requested = |name: &String| options.all || options.tasks.contains(name);
     let unread: Vec<&str> = plan
         .order
         .iter()
-        .filter(|name| requested(name) && !file.tasks[name.as_str()].reads_arguments())
+        .filter(|name| {
+            !options.args_for(name).is_empty() && !file.tasks[name.as_str()].reads_arguments()
+        })
         .map(String::as_str)
         .collect();
     if !unread.is_empty() {

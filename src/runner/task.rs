@@ -90,13 +90,12 @@ fn invocation<'a>(
     name: &'a str,
     dependencies: &'a BTreeMap<String, Digest>,
 ) -> TaskInvocation<'a> {
-    let requested = context.options.all || context.options.tasks.iter().any(|t| t == name);
     TaskInvocation {
         task_name: name,
         task: &context.file.tasks[name],
         project_root: &context.file.root,
         env: &context.env,
-        args: if requested { &context.options.args } else { &[] },
+        args: context.options.args_for(name),
         dependencies,
     }
 }

@@ -105,9 +105,12 @@ pub enum StoreOutcome {
 /// A lookup's answer with, on a hit, how restoring its outputs went.
 type LookupRestored = (DiskLookup, Option<Result<RestoreReport, RestoreError>>);
 
-/// What [`DiskHandle::lock_and_lookup`] found: the lock (`None` when the wait timed out), then
-/// the lookup made while holding it, with how restoring a hit went.
-pub type LockedLookup = (Option<DigestLock>, DiskLookup, Option<Result<RestoreReport, Error>>);
+/// A lookup's answer with, on a hit, how restoring its outputs went, as callers get it.
+pub type Looked = (DiskLookup, Option<Result<RestoreReport, Error>>);
+
+fn looked((found, restored): LookupRestored) -> Looked {
+    (found, restored.map(|outcome| outcome.map_err(Error::from)))
+}
 
 enum DiskMessage {
     Lookup {
@@ -208,15 +211,15 @@ impl DiskHandle {
         &self,
         digest: Digest,
         target: impl Into<RestoreTarget>,
-    ) -> Result<(DiskLookup, Option<Result<RestoreReport, Error>>), ActorGone> {
+    ) -> Result<Looked, ActorGone> {
         let target = target.into();
-        let (found, restored) = call(&self.mailbox, NAME, |reply| DiskMessage::LookupAndRestore {
+        let answer = call(&self.mailbox, NAME, |reply| DiskMessage::LookupAndRestore {
             digest,
             target,
             reply,
         })
         .await?;
-        Ok((found, restored.map(|outcome| outcome.map_err(Error::from))))
+        Ok(looked(answer))
     }
 
     /// Collects outputs, stores blobs, then the record.
@@ -238,19 +241,23 @@ impl DiskHandle {
 
     /// Takes the cross-process lock of `digest` (waiting up to `timeout`), then reads its record
     /// and, on a hit, restores its outputs into `target`: what an executor does before it
-    /// executes (another process may have stored the result meanwhile), in one job.
+    /// executes (another process may have stored the result meanwhile), in one job. The lock is
+    /// `None` when the wait timed out.
     pub async fn lock_and_lookup(
         &self,
         digest: Digest,
         timeout: Duration,
         target: impl Into<RestoreTarget>,
-    ) -> Result<LockedLookup, Error> {
+    ) -> Result<(Option<DigestLock>, Looked), Error> {
         let target = target.into();
-        let (lock, (found, restored)) = call(&self.mailbox, NAME, |reply| {
-            DiskMessage::LockAndLookup { digest, timeout, target, reply }
+        let (lock, answer) = call(&self.mailbox, NAME, |reply| DiskMessage::LockAndLookup {
+            digest,
+            timeout,
+            target,
+            reply,
         })
         .await??;
-        Ok((lock, found, restored.map(|outcome| outcome.map_err(Error::from))))
+        Ok((lock, looked(answer)))
     }
 
     /// Evicts to `target`.

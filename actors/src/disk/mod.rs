@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use actor::{DiskHandle, DiskLookup, LockedLookup, StoreOutcome, StoreRequest};
+pub use actor::{DiskHandle, DiskLookup, Looked, StoreOutcome, StoreRequest};
 pub use blobs::{BlobRead, BlobWriter, LogSource};
 pub use capture::{CaptureError, CapturedOutputs, undeclared_output};
 pub use gc::{ABANDONED, GRACE, GcReport, GcTarget};
