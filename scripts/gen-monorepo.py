@@ -9,6 +9,8 @@ Deterministic for a given (--packages, --files, --file-size, --seed):
   package.json, turbo.json         the equivalent Turborepo setup
   baseline.mk                      the same commands as a plain makefile (make -j)
   baseline-waves.txt               the packages in dependency-respecting waves
+  baseline.sh                      the same commands as a plain shell script: wave by wave,
+                                   at most N at once within a wave (sh baseline.sh N, xargs -P)
   bench-meta.json                  package count, DAG, the leaf package used for the edit scenario
 
 Package i depends on up to two lower-numbered packages. The build of each package is
@@ -154,7 +156,8 @@ def main() -> int:
         json.dump(turbo, fh, indent=2)
         fh.write("\n")
 
-    # Plain-shell baselines: a makefile (DAG scheduling with make -j) and waves for xargs -P.
+    # Plain baselines: a makefile (DAG scheduling with make -j) and a shell script running the
+    # waves through xargs -P (a package starts once the whole wave before it has finished).
     with open(os.path.join(root, "baseline.mk"), "w") as fh:
         fh.write(".PHONY: all " + " ".join(name(i) for i in range(n)) + "\n")
         fh.write("all: " + " ".join(name(i) for i in range(n)) + "\n")
@@ -164,6 +167,15 @@ def main() -> int:
     with open(os.path.join(root, "baseline-waves.txt"), "w") as fh:
         for w in waves(deps):
             fh.write(" ".join(name(i) for i in w) + "\n")
+    with open(os.path.join(root, "baseline.sh"), "w") as fh:
+        fh.write("#!/bin/sh\n"
+                 "# sh baseline.sh [N]: every package's build, wave by wave (a wave depends only on\n"
+                 "# the waves before it), at most N (default 2) at once within a wave.\n"
+                 "jobs=${1:-2}\n"
+                 "while read -r wave; do\n"
+                 "    printf '%s\\n' $wave |\n"
+                 f"        xargs -P \"$jobs\" -I{{}} sh -c 'cd packages/{{}} && {BUILD_CMD}' || exit 1\n"
+                 "done < baseline-waves.txt\n")
 
     with open(os.path.join(root, ".gitignore"), "w") as fh:
         fh.write("dist/\nnode_modules/\n.turbo/\n")
