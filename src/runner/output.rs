@@ -172,8 +172,10 @@ impl Printer {
     fn write_own(&self, line: &str) {
         let mut mid_line = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let start = if std::mem::take(&mut mid_line.stderr) { "\n" } else { "" };
+        // One write: stderr is unbuffered, and `writeln!` would send the newline on its own.
+        let text = format!("{start}{line}\n");
         self.progress.suspend(|| {
-            let _ = writeln!(io::stderr().lock(), "{start}{line}");
+            let _ = io::stderr().lock().write_all(text.as_bytes());
         });
     }
 
