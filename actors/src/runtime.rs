@@ -127,6 +127,9 @@ impl Runtime {
         let remote = match settings.remote {
             Some(remote_settings) => {
                 let client = RemoteClient::connect(remote_settings).await?;
+                if settings.persist {
+                    client.remember_outages(disk.store().layout().remote_outage());
+                }
                 let (remote, remote_join) = RemoteHandle::spawn(
                     client,
                     std::sync::Arc::clone(disk.store()),

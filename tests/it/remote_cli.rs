@@ -325,6 +325,37 @@ async fn a_remote_that_never_answers_costs_a_run_one_deadline() {
     drop(silent);
 }
 
+/// Connections `listener` (non-blocking) has waiting, taken.
+fn accepted(listener: &std::net::TcpListener) -> usize {
+    std::iter::from_fn(|| listener.accept().ok()).count()
+}
+
+#[tokio::test]
+async fn a_remote_that_never_answered_is_not_called_again_until_its_cooldown_ends() {
+    let machine = Machine::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let endpoint = format!("grpc://{}", silent.local_addr().unwrap());
+    let config = machine.remote_config(&format!(
+        r#"{{"remote_cache": {{"endpoint": "{endpoint}", "timeout_seconds": 1}}}}"#
+    ));
+    let first = machine.run_with(&endpoint, &config, &["run", "test"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(accepted(&silent) >= 1, "the first run asked the remote");
+    // An edit misses locally, so the next run has something to ask the remote.
+    fs::write(machine.project.join("src/a.txt"), "edited\n").unwrap();
+    let second = machine.run_with(&endpoint, &config, &["run", "test"]);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "{stderr}");
+    assert_eq!(machine.runs().len(), 8, "every task ran twice: {:?}", machine.runs());
+    assert!(stderr.contains("remote cache failed in an earlier run"), "{stderr}");
+    assert_eq!(accepted(&silent), 0, "the second run asked the remote again:\n{stderr}");
+    // `cuenv cache test` asks it all the same.
+    let test = machine.run_with(&endpoint, &config, &["cache", "test"]);
+    assert_ne!(test.status.code(), Some(0), "{}", text(&test.stdout));
+    assert!(accepted(&silent) >= 1, "cache test did not ask the remote");
+}
+
 /// Runs `task` against a server that accepts connections and never answers (every call waits
 /// for its 60 s deadline), sends Ctrl-C after 800 ms, and returns the tasks that executed.
 async fn interrupt_while_the_remote_hangs(machine: &Machine, task: &str) -> Vec<String> {

@@ -11,6 +11,7 @@
 //! <cache_dir>/v1/index.lock       orders journal appends, gc and compaction
 //! <cache_dir>/v1/gc.lock          shared by blob writes, exclusive while gc removes files
 //! <cache_dir>/v1/tasks/           the last digest stored per task, for `cache explain`
+//! <cache_dir>/v1/remote-outage    a remote whose calls are suspended, and until when
 //! <cache_dir>/stats/v1/           daily statistics buckets
 //! <cache_dir>/statcache/v1/       stat caches, one per project
 //! ```
@@ -102,6 +103,11 @@ impl Layout {
     /// The last-digest-per-task directory.
     pub fn tasks(&self) -> PathBuf {
         self.store.join("tasks")
+    }
+
+    /// The remote outage remembered across runs (see `remote/outage.rs`).
+    pub fn remote_outage(&self) -> PathBuf {
+        self.store.join("remote-outage")
     }
 
     /// Daily statistics buckets.

@@ -23,6 +23,7 @@ mod download;
 mod error;
 mod limit;
 mod negotiate;
+mod outage;
 mod resilience;
 #[cfg(test)]
 mod tests;
@@ -212,6 +213,16 @@ impl RemoteClient {
     /// A snapshot of the outcome counters.
     pub fn counters(&self) -> RemoteCounters {
         self.inner.counters.snapshot()
+    }
+
+    /// Remembers outages of this remote across runs in `file` (the cache directory's
+    /// [`Layout::remote_outage`](crate::disk::Layout::remote_outage)): when the breaker opens,
+    /// later clients started before its cooldown ends start with theirs open, instead of
+    /// waiting out a dead remote again. If `file` records such an outage now, this client's
+    /// breaker opens for the rest of it.
+    pub fn remember_outages(&self, file: PathBuf) {
+        let outage = outage::OutageFile::new(file, &self.inner.settings);
+        self.inner.breaker.remember_in(outage);
     }
 
     /// Whether the circuit breaker is currently refusing calls.

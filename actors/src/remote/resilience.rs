@@ -26,14 +26,15 @@
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tonic::Status;
 
 use super::error::{Meaning, meaning};
 use super::limit::Pushback;
+use super::outage::OutageFile;
 use super::transport::Clients;
 use super::{RemoteClient, RemoteError, counters};
 
@@ -57,6 +58,8 @@ pub(crate) struct Breaker {
     /// A std mutex: it is held only to read or flip the state, never across an `.await`, so
     /// a tokio mutex would only add cost.
     state: Mutex<State>,
+    /// Where an opening is remembered for later runs, once the client has one (`outage.rs`).
+    outage: OnceLock<OutageFile>,
 }
 
 impl Breaker {
@@ -65,6 +68,31 @@ impl Breaker {
             threshold: threshold.max(1),
             cooldown,
             state: Mutex::new(State::Closed { failures: 0 }),
+            outage: OnceLock::new(),
+        }
+    }
+
+    /// Remembers openings in `outage` from now on. If it records an outage of this remote
+    /// whose cooldown has not ended, the breaker opens for the rest of it (one warning).
+    pub(crate) fn remember_in(&self, outage: OutageFile) {
+        let earlier = outage.remaining(SystemTime::now(), self.cooldown);
+        if self.outage.set(outage).is_err() {
+            return;
+        }
+        let Some((left, reason)) = earlier else { return };
+        let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        tracing::warn!(
+            failure = %reason,
+            suspended_for = %format!("{seconds}s"),
+            "remote cache failed in an earlier run; not calling it until that run's cooldown ends (`cuenv cache test` checks it now)"
+        );
+        *self.state() = State::Open { until: Instant::now() + left };
+    }
+
+    /// Records an opening (until a cooldown from now), caused by `reason`, for later runs.
+    fn remember(&self, reason: &str) {
+        if let Some(outage) = self.outage.get() {
+            super::blocking(|| outage.record(SystemTime::now() + self.cooldown, reason));
         }
     }
 
@@ -92,18 +120,26 @@ impl Breaker {
 
     /// Notes a call that reached a working server.
     pub(crate) fn succeeded(&self) {
-        let mut state = self.state();
-        if matches!(*state, State::HalfOpen { .. } | State::Open { .. }) {
-            tracing::info!("remote cache reachable again; resuming calls");
+        {
+            let mut state = self.state();
+            if matches!(*state, State::HalfOpen { .. } | State::Open { .. }) {
+                tracing::info!("remote cache reachable again; resuming calls");
+            }
+            *state = State::Closed { failures: 0 };
         }
-        *state = State::Closed { failures: 0 };
+        // Only the first answered call (since this process last recorded one) touches the file.
+        if let Some(outage) = self.outage.get()
+            && outage.may_be_recorded()
+        {
+            super::blocking(|| outage.clear());
+        }
     }
 
     /// Notes a call that failed for the server's (or the network's) sake, with `status`.
     pub(crate) fn failed(&self, status: &Status) {
         let until = Instant::now() + self.cooldown;
         let mut state = self.state();
-        match *state {
+        let opened = match *state {
             State::Closed { failures } if failures + 1 >= self.threshold => {
                 tracing::warn!(
                     failures = failures + 1,
@@ -113,12 +149,21 @@ impl Breaker {
                     "remote cache keeps failing; suspending remote calls"
                 );
                 *state = State::Open { until };
+                true
             }
-            State::Closed { failures } => *state = State::Closed { failures: failures + 1 },
+            State::Closed { failures } => {
+                *state = State::Closed { failures: failures + 1 };
+                false
+            }
             State::HalfOpen { .. } | State::Open { .. } => {
                 tracing::debug!("remote cache probe failed; circuit stays open");
                 *state = State::Open { until };
+                true
             }
+        };
+        drop(state);
+        if opened {
+            self.remember(&format!("{:?}: {}", status.code(), status.message()));
         }
     }
 
@@ -135,6 +180,8 @@ impl Breaker {
             );
         }
         *state = State::Open { until };
+        drop(state);
+        self.remember(&error.to_string());
     }
 
     /// Whether calls are being refused right now.

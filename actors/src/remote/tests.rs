@@ -277,6 +277,46 @@ async fn transient_failures_are_retried_with_backoff() {
 }
 
 #[tokio::test]
+async fn an_outage_is_remembered_by_the_next_client_of_the_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("remote-outage");
+    // A refused negotiation opens the first client's breaker, and that is written down.
+    let first = offline_client(1, 5).await;
+    first.remember_outages(file.clone());
+    assert!(first.caps().await.is_err());
+    assert!(first.circuit_open() && file.exists());
+    // A later client of the same remote starts open, and makes no call.
+    let second = offline_client(1, 5).await;
+    second.remember_outages(file.clone());
+    assert!(second.circuit_open());
+    let refused = second.caps().await.map(|_| ()).unwrap_err();
+    assert!(matches!(refused, RemoteError::CircuitOpen { .. }), "{refused:?}");
+    // Another remote's client does not care.
+    let other = RemoteClient::connect(RemoteSettings::new("grpc://127.0.0.1:2")).await.unwrap();
+    other.remember_outages(file.clone());
+    assert!(!other.circuit_open());
+}
+
+#[tokio::test]
+async fn a_call_that_reaches_the_remote_forgets_its_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("remote-outage");
+    offline_client(1, 5).await.remember_outages(file.clone());
+    let recorder = offline_client(1, 5).await;
+    recorder.remember_outages(file.clone());
+    assert!(recorder.caps().await.is_err() && file.exists());
+    // With no cooldown left to honour, a client starts closed; its first answered call
+    // removes the record.
+    let mut settings = RemoteSettings::new("grpc://127.0.0.1:1");
+    settings.tuning.breaker_cooldown = Duration::ZERO;
+    let client = RemoteClient::connect(settings).await.unwrap();
+    client.remember_outages(file.clone());
+    assert!(!client.circuit_open());
+    assert_eq!(client.call("Test.Answered", |_| async { Ok(1) }).await.unwrap(), 1);
+    assert!(!file.exists());
+}
+
+#[tokio::test]
 async fn a_refused_connection_says_so() {
     let client = offline_client(1, 5).await;
     let error = client.caps().await.map(|_| ()).unwrap_err();

@@ -85,7 +85,7 @@ async fn self_test(setup: &Setup) -> anyhow::Result<u8> {
     let mut checks = crate::selftest::local(config);
     if let Some(remote) = config.remote_cache.as_ref().filter(|_| setup.flags.remote_cache_enabled)
     {
-        checks.push(crate::selftest::remote(remote).await);
+        checks.push(crate::selftest::remote(remote, &config.cache_dir).await);
     }
     let mut failed = 0;
     for (name, outcome) in &checks {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cuenv::config::{GlobalCacheConfig, format_size};
 use cuenv::manager::disk_settings;
-use cuenv_actors::disk::{BlobRead, DiskStore, RecordLookup, now_ms};
+use cuenv_actors::disk::{BlobRead, DiskStore, Layout, RecordLookup, now_ms};
 use cuenv_actors::key_gen::{KeyManifest, hash_pool};
 use cuenv_actors::remote::RemoteClient;
 use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
@@ -14,12 +14,16 @@ use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
 type Check = (&'static str, Result<String, String>);
 
 /// The remote cache: capabilities, a probe blob written and read back, a lookup that must miss.
-pub(crate) async fn remote(config: &cuenv::config::RemoteCacheConfig) -> Check {
+/// Checked whatever outage runs remember; a pass forgets it (see `RemoteClient::remember_outages`).
+pub(crate) async fn remote(config: &cuenv::config::RemoteCacheConfig, cache_dir: &Path) -> Check {
     let settings = cuenv::manager::remote_settings(config);
     let outcome = match RemoteClient::connect(settings).await {
         Ok(client) => client.check().await,
         Err(error) => Err(error),
     };
+    if outcome.is_ok() {
+        let _ = std::fs::remove_file(Layout::new(cache_dir).remote_outage());
+    }
     let detail = outcome
         .map(|report| {
             let caps = &report.capabilities;
