@@ -967,6 +967,41 @@ dependencies = ["a"]
     assert_eq!(p.runs("a"), before + 1);
 }
 
+#[test]
+fn cache_clean_while_a_run_writes_removes_everything_without_an_error() {
+    let p = Project::new("[tasks.a]\ncommand = 'echo a'\n");
+    p.run(&["run", "a"]).ok();
+    // Files keep appearing in the store the way a run's stores add them: by path, making the
+    // directories they need.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, store) = (std::sync::Arc::clone(&stop), p.cache().join("v1").join("cas"));
+        std::thread::spawn(move || {
+            let mut written = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let shard = store.join(format!("{:02x}", written % 256));
+                let _ = fs::create_dir_all(&shard);
+                if fs::write(shard.join(format!("blob{written}")), b"x").is_ok() {
+                    written += 1;
+                }
+            }
+            written
+        })
+    };
+    for _ in 0..5 {
+        let clean = p.run(&["cache", "clean", "--yes"]).ok();
+        assert!(clean.stdout.contains("removed everything"), "{}", clean.stdout);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+    let leftovers: Vec<_> = fs::read_dir(p.cache())
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(".removing"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 // 16.
 #[test]
 fn args_go_to_the_named_task_only() {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
@@ -248,17 +248,45 @@ fn clean(config: &GlobalCacheConfig, yes: bool) -> anyhow::Result<u8> {
         }
     }
     let freed = dir_size(dir);
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.with_context(|| format!("cannot remove {}", path.display()))?;
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<Result<_, _>>()?;
+    for (n, path) in entries.into_iter().enumerate() {
+        remove_entry(dir, &path, n).with_context(|| format!("cannot remove {}", path.display()))?;
     }
     say(&format!("removed everything under {} ({} freed)", dir.display(), format_size(freed)));
     Ok(0)
+}
+
+/// Removes `path`, an entry of the cache directory `dir`. A directory is first renamed out of
+/// the way (to a name no run uses, inside `dir`), so a run writing meanwhile makes its
+/// directories afresh instead of adding files to the tree being removed, which would then
+/// fail as not empty. A file that a writer still adds through a directory it had open is
+/// removed on a second pass.
+fn remove_entry(dir: &Path, path: &Path, n: usize) -> std::io::Result<()> {
+    if !path.is_dir() {
+        return match std::fs::remove_file(path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+    }
+    let doomed = dir.join(format!(".removing-{}-{n}", std::process::id()));
+    let doomed = match std::fs::rename(path, &doomed) {
+        Ok(()) => doomed,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // Renaming is only a precaution; remove in place.
+        Err(_) => path.to_owned(),
+    };
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        match std::fs::remove_dir_all(&doomed) {
+            Err(error) if error.kind() == std::io::ErrorKind::DirectoryNotEmpty && passes < 5 => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => return other,
+        }
+    }
 }
 
 fn dir_size(dir: &Path) -> u64 {
