@@ -248,6 +248,11 @@ fn shown(pattern: &str) -> &str {
     if pattern.is_empty() { "." } else { pattern }
 }
 
+/// What an output pattern writes, in a sentence: the project root is "the whole project".
+fn written(pattern: &str) -> &str {
+    if pattern.is_empty() { "the whole project" } else { pattern }
+}
+
 /// Fails with every overlapping pair of concurrently runnable tasks.
 ///
 /// Outputs are sorted by their literal base, so only outputs whose bases are prefix-related
@@ -272,10 +277,7 @@ pub(crate) fn check(file: &TaskFile, plan: &Plan) -> Result<(), Error> {
                 let (name_a, name_b) = (&plan.order[first], &plan.order[second]);
                 problems.push(format!(
                     "  tasks \"{name_a}\" and \"{name_b}\" may run at the same time but both write {} (outputs \"{}\" and \"{}\")",
-                    match if x.is_glob { y.pattern.as_str() } else { x.pattern.as_str() } {
-                        "" => "the whole project",
-                        path => path,
-                    },
+                    written(if x.is_glob { &y.pattern } else { &x.pattern }),
                     shown(&x.pattern),
                     shown(&y.pattern)
                 ));

@@ -103,9 +103,9 @@ impl TaskConfig {
             let rest = text[at + 1..].trim_start_matches('{');
             rest.starts_with(|c: char| matches!(c, '@' | '*' | '#' | '1'..='9'))
         });
-        let words = text.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '('));
-        expands
-            || words.into_iter().any(|word| matches!(word, "shift" | "getopts" | "source" | "."))
+        let mut words =
+            text.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '('));
+        expands || words.any(|word| matches!(word, "shift" | "getopts" | "source" | "."))
     }
 
     /// The directory the task runs in: `root` joined with `working_dir`.

@@ -225,6 +225,12 @@ impl RemoteClient {
         self.inner.breaker.remember_in(outage);
     }
 
+    /// Forgets an outage recorded in `file`: the remote just answered (`cuenv cache test`,
+    /// which checks it whatever runs remember).
+    pub fn forget_outages(&self, file: PathBuf) {
+        outage::OutageFile::new(file, &self.inner.settings).clear();
+    }
+
     /// Whether the circuit breaker is currently refusing calls.
     pub fn circuit_open(&self) -> bool {
         self.inner.breaker.is_open()

@@ -301,7 +301,6 @@ async fn an_outage_is_remembered_by_the_next_client_of_the_remote() {
 async fn a_call_that_reaches_the_remote_forgets_its_outage() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("remote-outage");
-    offline_client(1, 5).await.remember_outages(file.clone());
     let recorder = offline_client(1, 5).await;
     recorder.remember_outages(file.clone());
     assert!(recorder.caps().await.is_err() && file.exists());

@@ -14,16 +14,19 @@ use cuenv_actors::result::{ActionResult, LogRef, OutputFile};
 type Check = (&'static str, Result<String, String>);
 
 /// The remote cache: capabilities, a probe blob written and read back, a lookup that must miss.
-/// Checked whatever outage runs remember; a pass forgets it (see `RemoteClient::remember_outages`).
+/// Checked whatever outage runs remember; a pass forgets it.
 pub(crate) async fn remote(config: &cuenv::config::RemoteCacheConfig, cache_dir: &Path) -> Check {
     let settings = cuenv::manager::remote_settings(config);
     let outcome = match RemoteClient::connect(settings).await {
-        Ok(client) => client.check().await,
+        Ok(client) => {
+            let checked = client.check().await;
+            if checked.is_ok() {
+                client.forget_outages(Layout::new(cache_dir).remote_outage());
+            }
+            checked
+        }
         Err(error) => Err(error),
     };
-    if outcome.is_ok() {
-        let _ = std::fs::remove_file(Layout::new(cache_dir).remote_outage());
-    }
     let detail = outcome
         .map(|report| {
             let caps = &report.capabilities;
